@@ -1,0 +1,62 @@
+#include "store/codec.h"
+
+#include <zstd.h>
+
+#include <cstring>
+
+namespace stashfs {
+
+namespace {
+// zstd contexts are costly to create and not thread-safe; keep one per thread.
+struct Contexts {
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  ZSTD_DCtx* d = ZSTD_createDCtx();
+  ~Contexts() {
+    ZSTD_freeCCtx(c);
+    ZSTD_freeDCtx(d);
+  }
+};
+Contexts& ThreadContexts() {
+  thread_local Contexts ctx;
+  return ctx;
+}
+}  // namespace
+
+Compressed Compress(std::span<const uint8_t> raw, int level) {
+  Compressed out;
+  if (!raw.empty() && level > 0) {
+    // Bound below raw.size(): anything that does not fit is not worth storing compressed.
+    out.data.resize(raw.size() - raw.size() / 64);
+    size_t n = ZSTD_compressCCtx(ThreadContexts().c, out.data.data(), out.data.size(), raw.data(),
+                                 raw.size(), level);
+    if (!ZSTD_isError(n)) {
+      out.data.resize(n);
+      out.codec = Codec::kZstd;
+      return out;
+    }
+  }
+  out.codec = Codec::kRaw;
+  out.data.assign(raw.begin(), raw.end());
+  return out;
+}
+
+Status Decompress(Codec codec, std::span<const uint8_t> stored, size_t raw_size,
+                  std::vector<uint8_t>* out) {
+  out->resize(raw_size);
+  if (codec == Codec::kRaw) {
+    if (stored.size() != raw_size) return Status::Corruption("raw block has the wrong length");
+    if (raw_size) std::memcpy(out->data(), stored.data(), raw_size);
+    return Status::Ok();
+  }
+  if (codec != Codec::kZstd) return Status::Corruption("unknown block codec");
+  size_t n =
+      ZSTD_decompressDCtx(ThreadContexts().d, out->data(), raw_size, stored.data(), stored.size());
+  if (ZSTD_isError(n)) {
+    return Status::Corruption(std::string("zstd could not decompress a block: ") +
+                              ZSTD_getErrorName(n));
+  }
+  if (n != raw_size) return Status::Corruption("block decompressed to the wrong length");
+  return Status::Ok();
+}
+
+}  // namespace stashfs

@@ -1,0 +1,27 @@
+// Block compression: zstd, or raw when zstd does not make the data smaller.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "store/status.h"
+
+namespace stashfs {
+
+enum class Codec : uint8_t { kRaw = 0, kZstd = 1 };
+
+struct Compressed {
+  Codec codec;
+  std::vector<uint8_t> data;
+};
+
+// Compresses with zstd at `level`; returns the input itself (kRaw) when that is not smaller.
+Compressed Compress(std::span<const uint8_t> raw, int level);
+
+// Decompresses into exactly `raw_size` bytes; anything else is corruption.
+Status Decompress(Codec codec, std::span<const uint8_t> stored, size_t raw_size,
+                  std::vector<uint8_t>* out);
+
+}  // namespace stashfs

@@ -1,0 +1,57 @@
+// The store's seam to the operating system for the files whose crash behaviour matters (packs,
+// the config, lock files). Tests substitute an Env that fails writes with ENOSPC or EIO, flips
+// bytes, or forgets everything not yet synced, as a crash would (after LevelDB's Env).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "store/status.h"
+
+namespace stashfs {
+
+class File {
+ public:
+  virtual ~File() = default;
+  // Reads up to n bytes; *got < n only at end of file.
+  virtual Status pread(uint64_t offset, void* buf, size_t n, size_t* got) = 0;
+  // Writes all n bytes or fails.
+  virtual Status pwrite(uint64_t offset, const void* buf, size_t n) = 0;
+  // Makes written data durable (fdatasync; fsync when metadata=true).
+  virtual Status sync(bool metadata) = 0;
+  virtual Status truncate(uint64_t size) = 0;
+  virtual Result<uint64_t> size() = 0;
+  const std::string& path() const { return path_; }
+
+ protected:
+  explicit File(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+class Env {
+ public:
+  virtual ~Env() = default;
+  static Env* Default();
+
+  // flags as for open(2); O_CLOEXEC is always added.
+  virtual Result<std::unique_ptr<File>> Open(const std::string& path, int flags,
+                                             mode_t mode = 0600) = 0;
+  virtual Status MakeDirs(const std::string& path, mode_t mode) = 0;
+  virtual Status Remove(const std::string& path) = 0;  // ENOENT is not an error
+  virtual Status Rename(const std::string& from, const std::string& to) = 0;
+  // fsync of a directory, so a created, renamed or removed name in it is durable.
+  virtual Status SyncDir(const std::string& path) = 0;
+  virtual Result<std::vector<std::string>> List(const std::string& dir) = 0;
+  virtual bool Exists(const std::string& path) = 0;
+  virtual Result<uint64_t> FileSize(const std::string& path) = 0;
+};
+
+// Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync of the dir.
+Status WriteFileAtomic(Env* env, const std::string& path, const std::string& data, mode_t mode);
+Result<std::string> ReadFileToString(Env* env, const std::string& path);
+
+}  // namespace stashfs

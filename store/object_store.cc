@@ -1,0 +1,572 @@
+#include "store/object_store.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "store/codec.h"
+
+namespace stashfs {
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+ObjectStore::ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, ObjectStoreOptions opts)
+    : env_(env),
+      catalog_(catalog),
+      packs_dir_(std::move(packs_dir)),
+      opts_(opts),
+      packs_(env, packs_dir_),
+      builder_(std::make_shared<OpenBlock>()) {}
+
+ObjectStore::~ObjectStore() {
+  if (mount_id_) {
+    Status s = Close();
+    if (!s.ok())
+      std::fprintf(stderr, "stashfs: closing the object store: %s\n", s.message().c_str());
+  }
+}
+
+ObjectStore::Lease::~Lease() {
+  if (!s_) return;
+  std::lock_guard lock(s_->mu_);
+  s_->leases_.erase(s_->leases_.find(gen_));
+}
+
+ObjectStore::Lease ObjectStore::BeginLease() {
+  std::lock_guard lock(mu_);
+  leases_.insert(gen_);
+  return Lease(this, gen_);
+}
+
+uint64_t ObjectStore::CutGeneration() {
+  std::lock_guard lock(mu_);
+  uint64_t upto = leases_.empty() ? gen_ : *leases_.begin() - 1;
+  ++gen_;
+  return upto;
+}
+
+Status ObjectStore::ReleasePins(Db* w, uint64_t upto) {
+  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM pins WHERE mount_id=? AND gen<=?"));
+  return q.bind(1, mount_id_).bind(2, upto).run();
+}
+
+Status ObjectStore::PinForever(const ObjectKey& key) {
+  // The object may still be staged; make sure it has a catalog row to pin.
+  RETURN_IF_ERROR(Flush());
+  ASSIGN_OR_RETURN(bool found, PinIfCatalogued(key, kPinForever));
+  if (!found) return Status::NotFound("object " + key.hash.hex() + " is not in the store");
+  return Status::Ok();
+}
+
+Status ObjectStore::Unpin(const ObjectKey& key) {
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM pins WHERE mount_id=? AND gen=? AND object_id="
+                                      "(SELECT id FROM objects WHERE hash=? AND kind=?)"));
+  return q.bind(1, mount_id_)
+      .bind(2, kPinForever)
+      .bind(3, key.hash)
+      .bind(4, static_cast<int>(key.kind))
+      .run();
+}
+
+Result<bool> ObjectStore::PinIfCatalogued(const ObjectKey& key, uint64_t gen) {
+  // One statement, hence one transaction: either gc deleted the object before (no row, we store
+  // a fresh copy) or our pin exists before gc can look at the object again.
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(
+      auto q, w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
+                         "WHERE hash=? AND kind=? ON CONFLICT(mount_id, object_id) DO UPDATE SET "
+                         "gen=max(gen, excluded.gen)"));
+  RETURN_IF_ERROR(q.bind(1, mount_id_)
+                      .bind(2, gen)
+                      .bind(3, key.hash)
+                      .bind(4, static_cast<int>(key.kind))
+                      .run());
+  return w->changes() > 0;
+}
+
+Result<Hash> ObjectStore::Put(ObjectKind kind, std::span<const uint8_t> data) {
+  Hash h = Hash::Of(data);
+  RETURN_IF_ERROR(PutHashed(kind, h, data));
+  return h;
+}
+
+Status ObjectStore::PutHashed(ObjectKind kind, const Hash& hash, std::span<const uint8_t> data) {
+  if (!mount_id_) return Status::Unsupported("object store opened read-only");
+  if (data.size() > kMaxBlockBytes) return Status::Invalid("object too large to store");
+  counters_.puts++;
+  ObjectKey key{hash, kind};
+  uint64_t gen;
+  {
+    std::lock_guard lock(mu_);
+    gen = gen_;
+    auto p = pending_.find(key);
+    if (p != pending_.end()) {
+      // Staged by us already; its pin (inserted at Flush) must cover this newer use too.
+      p->second.gen = std::max(p->second.gen, gen);
+      counters_.dedup_hits++;
+      return Status::Ok();
+    }
+    auto it = pinned_.find(key);
+    if (it != pinned_.end() && it->second == gen) {
+      counters_.dedup_hits++;
+      return Status::Ok();
+    }
+  }
+  ASSIGN_OR_RETURN(bool found, PinIfCatalogued(key, gen));
+  if (found) {
+    std::lock_guard lock(mu_);
+    pinned_[key] = gen;
+    counters_.dedup_hits++;
+    return Status::Ok();
+  }
+
+  std::shared_ptr<OpenBlock> to_write;
+  uint64_t seq = 0;
+  bool flush_now = false;
+  {
+    std::lock_guard lock(mu_);
+    if (pending_.count(key)) {
+      counters_.dedup_hits++;
+      return Status::Ok();
+    }
+    BlockEntry ent{kind, 0, static_cast<uint32_t>(data.size()), hash};
+    if (data.size() >= opts_.large_object) {
+      to_write = std::make_shared<OpenBlock>();
+      to_write->raw.assign(data.begin(), data.end());
+      to_write->entries.push_back(ent);
+      pending_[key] = Pending{to_write, {}, 0, ent.size, gen};
+    } else {
+      ent.offset = static_cast<uint32_t>(builder_->raw.size());
+      builder_->raw.insert(builder_->raw.end(), data.begin(), data.end());
+      builder_->entries.push_back(ent);
+      pending_[key] = Pending{builder_, {}, ent.offset, ent.size, gen};
+      if (builder_->raw.size() >= opts_.block_target) {
+        to_write = std::move(builder_);
+        builder_ = std::make_shared<OpenBlock>();
+      }
+    }
+    if (to_write) {
+      seq = next_seq_++;
+      inflight_.insert(seq);
+    }
+    staged_bytes_ += data.size();
+    flush_now = staged_bytes_ >= opts_.flush_bytes;
+    counters_.new_objects++;
+    counters_.new_raw_bytes += data.size();
+  }
+  if (to_write) RETURN_IF_ERROR(WriteBlock(std::move(to_write), seq));
+  if (flush_now) RETURN_IF_ERROR(Flush());
+  return Status::Ok();
+}
+
+Status ObjectStore::EnsurePack() {
+  if (pack_ && pack_size_ < opts_.pack_target) return Status::Ok();
+  if (pack_) {
+    RETURN_IF_ERROR(pack_->sync(false));
+    sealed_.push_back(pack_id_);
+    pack_.reset();
+  }
+  int64_t id;
+  {
+    auto w = catalog_->write();
+    ASSIGN_OR_RETURN(
+        auto q, w->Prepare("INSERT INTO packs(state, size, writer, created) VALUES(0, ?, ?, ?)"));
+    RETURN_IF_ERROR(q.bind(1, static_cast<int64_t>(kPackHeaderSize))
+                        .bind(2, mount_id_)
+                        .bind(3, NowSeconds())
+                        .run());
+    id = w->last_insert_rowid();
+  }
+  std::string path = PackPath(packs_dir_, id);
+  std::string dir = path.substr(0, path.find_last_of('/'));
+  RETURN_IF_ERROR(env_->MakeDirs(dir, 0700));
+  ASSIGN_OR_RETURN(auto f, env_->Open(path, O_RDWR | O_CREAT | O_EXCL, 0600));
+  auto header = EncodePackHeader();
+  RETURN_IF_ERROR(f->pwrite(0, header.data(), header.size()));
+  // The pack's name must survive a crash before any catalog row points into it.
+  RETURN_IF_ERROR(f->sync(true));
+  RETURN_IF_ERROR(env_->SyncDir(dir));
+  pack_ = std::move(f);
+  pack_id_ = id;
+  pack_size_ = kPackHeaderSize;
+  return Status::Ok();
+}
+
+Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
+  Compressed c = Compress(blk->raw, opts_.compression_level);
+  BlockHeader h;
+  h.codec = c.codec;
+  h.raw_len = static_cast<uint32_t>(blk->raw.size());
+  h.stored_len = static_cast<uint32_t>(c.data.size());
+  h.entries = blk->entries;
+  std::vector<uint8_t> bytes = EncodeBlockHeader(h);
+  size_t header_len = bytes.size();
+  bytes.insert(bytes.end(), c.data.begin(), c.data.end());
+
+  BlockLocation loc;
+  Status st;
+  {
+    std::lock_guard lock(pack_mu_);
+    st = EnsurePack();
+    if (st.ok()) {
+      st = pack_->pwrite(pack_size_, bytes.data(), bytes.size());
+      if (st.ok()) {
+        loc = {pack_id_,     pack_size_, static_cast<uint32_t>(header_len),
+               h.stored_len, h.raw_len,  h.codec};
+        pack_size_ += bytes.size();
+      }
+    }
+  }
+  std::lock_guard lock(mu_);
+  inflight_.erase(seq);
+  inflight_cv_.notify_all();
+  if (!st.ok()) {
+    // Forget the staged objects: their puts failed, and a retry must stage them again.
+    for (const auto& e : blk->entries)
+      pending_.erase(ObjectKey{e.hash, e.kind});
+    return st;
+  }
+  for (const auto& e : blk->entries) {
+    auto it = pending_.find(ObjectKey{e.hash, e.kind});
+    if (it != pending_.end() && it->second.open == blk) {
+      it->second.open.reset();
+      it->second.loc = loc;
+    }
+  }
+  written_.push_back({loc, std::move(blk->entries)});
+  counters_.new_stored_bytes += bytes.size();
+  return Status::Ok();
+}
+
+Status ObjectStore::Flush() {
+  if (!mount_id_) return Status::Ok();
+  std::lock_guard flush_lock(flush_mu_);
+  std::shared_ptr<OpenBlock> last;
+  uint64_t seq = 0, target;
+  {
+    std::lock_guard lock(mu_);
+    if (!builder_->entries.empty()) {
+      last = std::move(builder_);
+      builder_ = std::make_shared<OpenBlock>();
+      seq = next_seq_++;
+      inflight_.insert(seq);
+    }
+    target = next_seq_;
+  }
+  if (last) RETURN_IF_ERROR(WriteBlock(std::move(last), seq));
+  std::vector<WrittenBlock> blocks;
+  std::vector<std::vector<uint64_t>> gens;  // pin generation of each entry of each block
+  std::unordered_map<ObjectKey, uint64_t, ObjectKeyHasher> repins;
+  {
+    std::unique_lock lock(mu_);
+    // Blocks other threads started before this Flush must be part of it.
+    inflight_cv_.wait(lock, [&] { return inflight_.empty() || *inflight_.begin() >= target; });
+    blocks.swap(written_);
+    repins.swap(repin_);
+    for (const auto& b : blocks) {
+      auto& g = gens.emplace_back();
+      for (const auto& e : b.entries) {
+        auto it = pending_.find(ObjectKey{e.hash, e.kind});
+        g.push_back(it != pending_.end() ? it->second.gen : gen_);
+      }
+    }
+  }
+  std::vector<int64_t> sealed;
+  int64_t pack_id;
+  uint64_t pack_size;
+  {
+    std::lock_guard lock(pack_mu_);
+    if (pack_ && !blocks.empty()) RETURN_IF_ERROR(pack_->sync(false));
+    sealed.swap(sealed_);
+    pack_id = pack_id_;
+    pack_size = pack_size_;
+  }
+  if (blocks.empty() && sealed.empty() && repins.empty()) return Status::Ok();
+
+  {
+    auto w = catalog_->write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(
+        auto ins_block,
+        w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
+                   "VALUES(?, ?, ?, ?, ?, ?)"));
+    ASSIGN_OR_RETURN(auto ins_obj, w->Prepare("INSERT INTO objects(hash, kind, block_id, offset, "
+                                              "size, created) VALUES(?, ?, ?, ?, ?, ?) "
+                                              "ON CONFLICT(hash, kind) DO NOTHING"));
+    ASSIGN_OR_RETURN(
+        auto pin,
+        w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
+                   "WHERE hash=? AND kind=? ON CONFLICT(mount_id, object_id) DO UPDATE SET "
+                   "gen=max(gen, excluded.gen)"));
+    int64_t now = NowSeconds();
+    for (size_t bi = 0; bi < blocks.size(); ++bi) {
+      const auto& b = blocks[bi];
+      RETURN_IF_ERROR(ins_block.bind(1, b.loc.pack_id)
+                          .bind(2, b.loc.offset)
+                          .bind(3, b.loc.header_len)
+                          .bind(4, b.loc.stored_len)
+                          .bind(5, b.loc.raw_len)
+                          .bind(6, static_cast<int>(b.loc.codec))
+                          .run());
+      int64_t block_id = w->last_insert_rowid();
+      for (size_t i = 0; i < b.entries.size(); ++i) {
+        const auto& e = b.entries[i];
+        // A concurrent writer may have catalogued the same object first; then our copy is dead
+        // weight for gc to compact, and the pin below attaches to theirs.
+        RETURN_IF_ERROR(ins_obj.bind(1, e.hash)
+                            .bind(2, static_cast<int>(e.kind))
+                            .bind(3, block_id)
+                            .bind(4, e.offset)
+                            .bind(5, e.size)
+                            .bind(6, now)
+                            .run());
+        RETURN_IF_ERROR(pin.bind(1, mount_id_)
+                            .bind(2, gens[bi][i])
+                            .bind(3, e.hash)
+                            .bind(4, static_cast<int>(e.kind))
+                            .run());
+      }
+    }
+    for (const auto& [key, gen] : repins) {
+      RETURN_IF_ERROR(pin.bind(1, mount_id_)
+                          .bind(2, gen)
+                          .bind(3, key.hash)
+                          .bind(4, static_cast<int>(key.kind))
+                          .run());
+    }
+    ASSIGN_OR_RETURN(auto upd_pack, w->Prepare("UPDATE packs SET size=? WHERE id=?"));
+    if (pack_id) RETURN_IF_ERROR(upd_pack.bind(1, pack_size).bind(2, pack_id).run());
+    ASSIGN_OR_RETURN(auto seal, w->Prepare("UPDATE packs SET state=1, writer=NULL WHERE id=?"));
+    for (int64_t id : sealed)
+      RETURN_IF_ERROR(seal.bind(1, id).run());
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  std::lock_guard lock(mu_);
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    const auto& b = blocks[bi];
+    for (size_t i = 0; i < b.entries.size(); ++i) {
+      ObjectKey k{b.entries[i].hash, b.entries[i].kind};
+      auto it = pending_.find(k);
+      if (it == pending_.end() || it->second.open || it->second.loc.pack_id != b.loc.pack_id ||
+          it->second.loc.offset != b.loc.offset)
+        continue;
+      if (it->second.gen > gens[bi][i]) repin_[k] = it->second.gen;
+      staged_bytes_ -= std::min<uint64_t>(staged_bytes_, it->second.size);
+      pending_.erase(it);
+      pinned_[k] = gens[bi][i];
+    }
+  }
+  return Status::Ok();
+}
+
+Status ObjectStore::Close() {
+  if (!mount_id_) return Status::Ok();
+  RETURN_IF_ERROR(Flush());
+  int64_t id = 0;
+  uint64_t size = 0;
+  {
+    std::lock_guard lock(pack_mu_);
+    if (pack_) {
+      RETURN_IF_ERROR(pack_->sync(false));
+      id = pack_id_;
+      size = pack_size_;
+      pack_.reset();
+      pack_id_ = 0;
+      pack_size_ = 0;
+    }
+  }
+  if (!id) return Status::Ok();
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE packs SET state=1, writer=NULL, size=? WHERE id=?"));
+  return q.bind(1, size).bind(2, id).run();
+}
+
+void ObjectStore::CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b) {
+  std::lock_guard lock(cache_mu_);
+  if (cache_.count(k)) return;
+  cache_lru_.push_front(k);
+  cache_[k] = {b, cache_lru_.begin()};
+  cache_bytes_ += b->data->size();
+  while (cache_bytes_ > opts_.block_cache_bytes && cache_lru_.size() > 1) {
+    auto victim = cache_.find(cache_lru_.back());
+    cache_bytes_ -= victim->second.block->data->size();
+    cache_.erase(victim);
+    cache_lru_.pop_back();
+  }
+}
+
+void ObjectStore::ForgetPack(int64_t pack_id) {
+  packs_.Drop(pack_id);
+  std::lock_guard lock(cache_mu_);
+  for (auto it = cache_lru_.begin(); it != cache_lru_.end();) {
+    if (it->pack_id == pack_id) {
+      auto slot = cache_.find(*it);
+      cache_bytes_ -= slot->second.block->data->size();
+      cache_.erase(slot);
+      it = cache_lru_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+Result<std::shared_ptr<ObjectStore::CachedBlock>> ObjectStore::LoadBlock(const BlockLocation& loc) {
+  CacheKey ck{loc.pack_id, loc.offset};
+  {
+    std::lock_guard lock(cache_mu_);
+    auto it = cache_.find(ck);
+    if (it != cache_.end()) {
+      cache_lru_.splice(cache_lru_.begin(), cache_lru_, it->second.pos);
+      counters_.cache_hits++;
+      return it->second.block;
+    }
+  }
+  std::vector<uint8_t> stored;
+  RETURN_IF_ERROR(packs_.ReadPayload(loc, &stored));
+  auto raw = std::make_shared<std::vector<uint8_t>>();
+  Status st = Decompress(loc.codec, stored, loc.raw_len, raw.get());
+  if (!st.ok()) {
+    return st.context("block at offset " + std::to_string(loc.offset) + " of " +
+                      PackPath(packs_dir_, loc.pack_id));
+  }
+  counters_.blocks_read++;
+  auto blk = std::make_shared<CachedBlock>();
+  blk->data = std::move(raw);
+  CacheInsert(ck, blk);
+  return blk;
+}
+
+Result<ObjectData> ObjectStore::Extract(const std::shared_ptr<CachedBlock>& blk,
+                                        const ObjectKey& key, uint32_t offset, uint32_t size,
+                                        const BlockLocation& loc) {
+  const auto& data = *blk->data;
+  if (uint64_t{offset} + size > data.size())
+    return Status::Corruption("object " + key.hash.hex() + " lies outside its block");
+  std::span<const uint8_t> bytes(data.data() + offset, size);
+  {
+    std::lock_guard lock(blk->mu);
+    if (!blk->verified.count(offset)) {
+      if (Hash::Of(bytes) != key.hash) {
+        counters_.corrupt_objects++;
+        std::string msg = std::string(KindName(key.kind)) + " " + key.hash.hex() + " (" +
+                          std::to_string(size) + " bytes) in " + PackPath(packs_dir_, loc.pack_id) +
+                          " is damaged: its bytes do not match their SHA-256; run `stashfs fsck "
+                          "--repair`";
+        std::fprintf(stderr, "stashfs: %s\n", msg.c_str());
+        return Status::Corruption(msg);
+      }
+      blk->verified.insert(offset);
+    }
+  }
+  return ObjectData{blk->data, bytes};
+}
+
+Result<ObjectData> ObjectStore::GetFromCatalog(const ObjectKey& key, bool retry) {
+  BlockLocation loc;
+  uint32_t offset, size;
+  {
+    ASSIGN_OR_RETURN(auto r, catalog_->read());
+    ASSIGN_OR_RETURN(
+        auto q,
+        r->Prepare(
+            "SELECT o.offset, o.size, b.pack_id, b.offset, b.header_len, b.stored_len, b.raw_len, "
+            "b.codec FROM objects o JOIN blocks b ON b.id = o.block_id WHERE o.hash=? AND "
+            "o.kind=?"));
+    q.bind(1, key.hash).bind(2, static_cast<int>(key.kind));
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) {
+      return Status::NotFound(std::string(KindName(key.kind)) + " " + key.hash.hex() +
+                              " is not in the store");
+    }
+    offset = static_cast<uint32_t>(q.i64(0));
+    size = static_cast<uint32_t>(q.i64(1));
+    loc = {q.i64(2),
+           static_cast<uint64_t>(q.i64(3)),
+           static_cast<uint32_t>(q.i64(4)),
+           static_cast<uint32_t>(q.i64(5)),
+           static_cast<uint32_t>(q.i64(6)),
+           static_cast<Codec>(q.i64(7))};
+  }
+  auto blk = LoadBlock(loc);
+  if (!blk.ok()) {
+    // gc may have moved the object to another pack between our lookup and the read.
+    if (retry &&
+        (blk.status().errno_value() == ENOENT || blk.status().code() == Code::kCorruption)) {
+      ForgetPack(loc.pack_id);
+      return GetFromCatalog(key, false);
+    }
+    return blk.status();
+  }
+  return Extract(*blk, key, offset, size, loc);
+}
+
+Result<ObjectData> ObjectStore::Get(ObjectKind kind, const Hash& hash) {
+  counters_.gets++;
+  ObjectKey key{hash, kind};
+  BlockLocation loc;
+  uint32_t offset = 0, size = 0;
+  bool staged = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(key);
+    if (it != pending_.end()) {
+      const Pending& p = it->second;
+      if (p.open) {
+        // The open block keeps growing under mu_; hand out a copy.
+        auto copy = std::make_shared<std::vector<uint8_t>>(p.open->raw.begin() + p.offset,
+                                                           p.open->raw.begin() + p.offset + p.size);
+        std::span<const uint8_t> bytes(copy->data(), copy->size());
+        return ObjectData{std::move(copy), bytes};
+      }
+      loc = p.loc;
+      offset = p.offset;
+      size = p.size;
+      staged = true;
+    }
+  }
+  if (staged) {
+    ASSIGN_OR_RETURN(auto blk, LoadBlock(loc));
+    return Extract(blk, key, offset, size, loc);
+  }
+  return GetFromCatalog(key, true);
+}
+
+Result<bool> ObjectStore::Has(ObjectKind kind, const Hash& hash) {
+  {
+    std::lock_guard lock(mu_);
+    if (pending_.count(ObjectKey{hash, kind})) return true;
+  }
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT 1 FROM objects WHERE hash=? AND kind=?"));
+  q.bind(1, hash).bind(2, static_cast<int>(kind));
+  return q.step();
+}
+
+ObjectStore::BlockCheck ObjectStore::VerifyBlock(const BlockLocation& loc,
+                                                 const std::vector<BlockEntry>& entries) {
+  BlockCheck out;
+  std::vector<uint8_t> stored, raw;
+  out.status = packs_.ReadPayload(loc, &stored);
+  if (out.status.ok()) out.status = Decompress(loc.codec, stored, loc.raw_len, &raw);
+  if (!out.status.ok()) {
+    out.bad = entries;
+    return out;
+  }
+  for (const auto& e : entries) {
+    if (uint64_t{e.offset} + e.size > raw.size() ||
+        Hash::Of(std::span<const uint8_t>(raw.data() + e.offset, e.size)) != e.hash)
+      out.bad.push_back(e);
+  }
+  return out;
+}
+
+}  // namespace stashfs

@@ -1,0 +1,230 @@
+// Content-addressed object storage over pack files and the catalog.
+//
+// Writing: Put() hashes an object and either finds it in the catalog (then pins it for this
+// writer, atomically with the lookup) or stages it in a block. Small objects share blocks of
+// about `block_target` bytes; large ones get their own. Flush() seals the open block, fdatasyncs
+// the pack and only then commits the catalog rows that point into it, so a crash leaves at worst
+// unreferenced bytes at the end of a pack.
+//
+// Garbage collection and live writers: every object a writer puts is pinned (a `pins` row with
+// the writer's generation) from the moment it is found or stored until the writer commits a root
+// that references it. A writer cuts a generation when it snapshots its tree for a commit and
+// releases pins up to that cut in the same transaction that moves its root. gc deletes only
+// objects with no references and no pins, in one transaction, so a writer either pinned an
+// object before gc looked (and gc keeps it) or finds it gone and stores a fresh copy.
+//
+// Reading: Get() returns verified bytes: every object is checked against its SHA-256 the first
+// time it is taken from a decompressed block; a mismatch is Corruption, never wrong bytes.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "store/catalog.h"
+#include "store/env.h"
+#include "store/hash.h"
+#include "store/objects.h"
+#include "store/pack.h"
+#include "store/status.h"
+
+namespace stashfs {
+
+struct ObjectStoreOptions {
+  int compression_level = 3;
+  size_t block_target = 256 * 1024;    // small objects are gathered into blocks of about this size
+  size_t large_object = 64 * 1024;     // objects at least this big get a block of their own
+  uint64_t pack_target = 32ull << 20;  // a pack is sealed once it reaches this size
+  size_t block_cache_bytes = 64ull << 20;
+  size_t flush_bytes = 64ull << 20;  // staged, uncatalogued bytes that trigger a Flush()
+};
+
+// An object's bytes, keeping the decompressed block they live in alive.
+struct ObjectData {
+  std::shared_ptr<const std::vector<uint8_t>> holder;
+  std::span<const uint8_t> bytes;
+};
+
+struct ObjectKey {
+  Hash hash;
+  ObjectKind kind;
+  bool operator==(const ObjectKey&) const = default;
+};
+struct ObjectKeyHasher {
+  size_t operator()(const ObjectKey& k) const {
+    return HashHasher()(k.hash) ^ static_cast<size_t>(k.kind);
+  }
+};
+
+// Pin generation meaning "until explicitly released" (open files whose name is gone).
+constexpr int64_t kPinForever = INT64_MAX;
+
+struct ObjectStoreCounters {
+  std::atomic<uint64_t> puts{0};
+  std::atomic<uint64_t> new_objects{0};
+  std::atomic<uint64_t> new_raw_bytes{0};
+  std::atomic<uint64_t> new_stored_bytes{0};
+  std::atomic<uint64_t> dedup_hits{0};
+  std::atomic<uint64_t> gets{0};
+  std::atomic<uint64_t> cache_hits{0};
+  std::atomic<uint64_t> blocks_read{0};
+  std::atomic<uint64_t> corrupt_objects{0};
+};
+
+class ObjectStore {
+ public:
+  ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, ObjectStoreOptions opts);
+  ~ObjectStore();
+  ObjectStore(const ObjectStore&) = delete;
+  ObjectStore& operator=(const ObjectStore&) = delete;
+
+  // Allows Put() for the writer registered as `mount_id` in the mounts table.
+  void EnableWriting(int64_t mount_id) { mount_id_ = mount_id; }
+  int64_t writer_id() const { return mount_id_; }
+
+  Result<Hash> Put(ObjectKind kind, std::span<const uint8_t> data);
+  Status PutHashed(ObjectKind kind, const Hash& hash, std::span<const uint8_t> data);
+  // Makes every Put() that returned before this call durable and catalogued (and pinned).
+  Status Flush();
+  // Flushes and marks this writer's open pack sealed; the ObjectStore stays usable.
+  Status Close();
+
+  // A lease marks a span of work whose puts are not yet referenced by the writer's tree; pins
+  // made during a lease survive every cut taken while it is held.
+  class Lease {
+   public:
+    Lease(ObjectStore* s, uint64_t gen) : s_(s), gen_(gen) {}
+    Lease(Lease&& o) noexcept : s_(o.s_), gen_(o.gen_) { o.s_ = nullptr; }
+    Lease(const Lease&) = delete;
+    ~Lease();
+
+   private:
+    ObjectStore* s_;
+    uint64_t gen_;
+  };
+  Lease BeginLease();
+  // Called when the writer snapshots its tree for a commit: returns the highest generation whose
+  // pins that commit may release, and starts a new generation.
+  uint64_t CutGeneration();
+  // Deletes this writer's pins up to `upto`, inside the caller's transaction on `w`.
+  Status ReleasePins(Db* w, uint64_t upto);
+  // Pins `key` until Unpin (used for files that are open but no longer named).
+  Status PinForever(const ObjectKey& key);
+  Status Unpin(const ObjectKey& key);
+
+  Result<ObjectData> Get(ObjectKind kind, const Hash& hash);
+  // Whether the catalog (or this writer's staging) has the object.
+  Result<bool> Has(ObjectKind kind, const Hash& hash);
+
+  // Reads and decompresses one block, verifying every object in it against its hash; returns
+  // the objects that failed. For fsck.
+  struct BlockCheck {
+    Status status;                // reading or decompressing failed
+    std::vector<BlockEntry> bad;  // objects whose bytes do not match their hash
+  };
+  BlockCheck VerifyBlock(const BlockLocation& loc, const std::vector<BlockEntry>& entries);
+
+  PackFiles& packs() { return packs_; }
+  const std::string& packs_dir() const { return packs_dir_; }
+  const ObjectStoreOptions& options() const { return opts_; }
+  ObjectStoreCounters& counters() { return counters_; }
+  // Forgets cached blocks of a pack (gc rewrote or removed it).
+  void ForgetPack(int64_t pack_id);
+
+ private:
+  struct OpenBlock {
+    std::vector<uint8_t> raw;
+    std::vector<BlockEntry> entries;
+  };
+  struct Pending {
+    std::shared_ptr<OpenBlock> open;  // set until the block is written to a pack
+    BlockLocation loc;                // valid once written
+    uint32_t offset = 0;
+    uint32_t size = 0;
+    uint64_t gen = 0;  // newest generation that put it: its pin must cover that use
+  };
+  struct WrittenBlock {
+    BlockLocation loc;
+    std::vector<BlockEntry> entries;
+  };
+  struct CachedBlock {
+    std::shared_ptr<const std::vector<uint8_t>> data;
+    std::mutex mu;
+    std::unordered_set<uint32_t> verified;  // offsets of objects already checked
+  };
+  struct CacheKey {
+    int64_t pack_id;
+    uint64_t offset;
+    bool operator==(const CacheKey&) const = default;
+  };
+  struct CacheKeyHasher {
+    size_t operator()(const CacheKey& k) const {
+      return std::hash<uint64_t>()(k.offset * 1000003 + static_cast<uint64_t>(k.pack_id));
+    }
+  };
+
+  Result<bool> PinIfCatalogued(const ObjectKey& key, uint64_t gen);
+  Status WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq);
+  Status EnsurePack();  // with pack_mu_ held
+  Result<std::shared_ptr<CachedBlock>> LoadBlock(const BlockLocation& loc);
+  Result<ObjectData> Extract(const std::shared_ptr<CachedBlock>& blk, const ObjectKey& key,
+                             uint32_t offset, uint32_t size, const BlockLocation& loc);
+  Result<ObjectData> GetFromCatalog(const ObjectKey& key, bool retry);
+  void CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b);
+
+  Env* env_;
+  Catalog* catalog_;
+  std::string packs_dir_;
+  ObjectStoreOptions opts_;
+  PackFiles packs_;
+  int64_t mount_id_ = 0;
+  ObjectStoreCounters counters_;
+
+  // mu_ guards staging state and generations. Lock order: flush_mu_ -> mu_; pack_mu_ and mu_
+  // are never held together; the catalog writer is taken with neither mu_ nor pack_mu_ held.
+  std::mutex mu_;
+  std::condition_variable inflight_cv_;
+  std::unordered_map<ObjectKey, Pending, ObjectKeyHasher> pending_;
+  std::unordered_map<ObjectKey, uint64_t, ObjectKeyHasher> pinned_;  // key -> gen pinned at
+  // Objects put again while staged, after their Flush took the older generation: re-pinned at
+  // the next Flush, which every commit performs before it releases pins.
+  std::unordered_map<ObjectKey, uint64_t, ObjectKeyHasher> repin_;
+  std::shared_ptr<OpenBlock> builder_;
+  std::vector<WrittenBlock> written_;
+  std::set<uint64_t> inflight_;  // sequence numbers of blocks being compressed/written
+  uint64_t next_seq_ = 1;
+  uint64_t staged_bytes_ = 0;
+  uint64_t gen_ = 1;
+  std::multiset<uint64_t> leases_;
+
+  std::mutex flush_mu_;
+
+  std::mutex pack_mu_;
+  std::unique_ptr<File> pack_;
+  int64_t pack_id_ = 0;
+  uint64_t pack_size_ = 0;
+  std::vector<int64_t> sealed_;  // packs filled since the last Flush, to mark sealed
+
+  std::mutex cache_mu_;
+  size_t cache_bytes_ = 0;
+  std::list<CacheKey> cache_lru_;
+  struct CacheSlot {
+    std::shared_ptr<CachedBlock> block;
+    std::list<CacheKey>::iterator pos;
+  };
+  std::unordered_map<CacheKey, CacheSlot, CacheKeyHasher> cache_;
+};
+
+int64_t NowSeconds();
+
+}  // namespace stashfs

@@ -1,0 +1,573 @@
+#include "store/store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include "store/sqlite.h"
+
+namespace stashfs {
+
+namespace {
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string RandomHex(int n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < n; ++i)
+    s += digits[rng() & 15];
+  return s;
+}
+
+VolumeInfo VolumeFromRow(const Query& q) {
+  VolumeInfo v;
+  v.id = q.i64(0);
+  v.name = q.text(1);
+  v.root = q.hash(2);
+  v.ephemeral = q.i64(3) != 0;
+  v.source = q.text(4);
+  v.created = q.i64(5);
+  v.updated = q.i64(6);
+  v.last_used = q.i64(7);
+  return v;
+}
+constexpr const char* kVolumeCols =
+    "id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used";
+
+SnapshotInfo SnapshotFromRow(const Query& q) {
+  SnapshotInfo s;
+  s.id = q.i64(0);
+  s.key = q.text(1);
+  s.root = q.hash(2);
+  s.created = q.i64(3);
+  s.last_used = q.i64(4);
+  s.logical_bytes = static_cast<uint64_t>(q.i64(5));
+  s.files = static_cast<uint64_t>(q.i64(6));
+  s.damaged = q.i64(7) != 0;
+  return s;
+}
+
+}  // namespace
+
+std::string DefaultStoreDir() {
+  if (const char* s = std::getenv("STASHFS_STORE"); s && *s) return s;
+  if (geteuid() == 0) return "/var/lib/stashfs";
+  if (const char* x = std::getenv("XDG_DATA_HOME"); x && *x) return std::string(x) + "/stashfs";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.local/share/stashfs";
+}
+
+Result<std::unique_ptr<FileLock>> FileLock::TryExclusive(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::IOError("opening lock file " + path, errno);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) return Status::Busy(path + " is locked by another process");
+    return Status::IOError("locking " + path, err);
+  }
+  return std::unique_ptr<FileLock>(new FileLock(fd, path));
+}
+
+FileLock::~FileLock() {
+  ::close(fd_);
+}
+
+Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& opts) {
+  std::unique_ptr<Store> s(new Store());
+  s->env_ = opts.env;
+  std::error_code ec;
+  s->dir_ = std::filesystem::absolute(opts.dir, ec).lexically_normal().string();
+  if (s->dir_.size() > 1 && s->dir_.back() == '/') s->dir_.pop_back();
+  const std::string& dir = s->dir_;
+  std::string catalog = dir + "/catalog.db";
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    if (errno != ENOENT) return Status::IOError("store " + dir, errno);
+    if (!opts.create) {
+      return Status::NotFound(
+          "no store at " + dir +
+          "; mount a volume to create one, or pass --store with the right path");
+    }
+    RETURN_IF_ERROR(s->env_->MakeDirs(dir, 0700).context("creating store"));
+  } else if (!S_ISDIR(st.st_mode)) {
+    return Status::Invalid("store " + dir + " is not a directory; pass --store with a directory");
+  } else if (!s->env_->Exists(catalog)) {
+    ASSIGN_OR_RETURN(auto names, s->env_->List(dir));
+    if (!names.empty()) {
+      return Status::Invalid("store " + dir +
+                             " is a non-empty directory without a stashfs catalog; use an empty "
+                             "or new directory for --store");
+    }
+    if (!opts.create) return Status::NotFound("no store at " + dir);
+  }
+  // Stores hold other people's caches: private to their owner (PRODUCT.md).
+  if (::chmod(dir.c_str(), 0700) != 0 && errno != EPERM)
+    return Status::IOError("chmod 0700 " + dir, errno);
+  ASSIGN_OR_RETURN(s->catalog_, Catalog::Open(catalog, opts.create));
+  for (const char* sub : {"/packs", "/scratch", "/run"})
+    RETURN_IF_ERROR(s->env_->MakeDirs(dir + sub, 0700));
+  s->objects_ =
+      std::make_unique<ObjectStore>(s->env_, s->catalog_.get(), dir + "/packs", opts.objects);
+  return s;
+}
+
+Store::~Store() {
+  if (writer_id_) {
+    Status st = UnregisterWriter();
+    if (!st.ok()) std::fprintf(stderr, "stashfs: %s\n", st.message().c_str());
+  }
+}
+
+Result<int64_t> Store::RegisterWriter(const std::string& mountpoint) {
+  RETURN_IF_ERROR(ReapDeadWriters());
+  // Lock first, then publish the row: a reaper that finds the row always finds the lock held.
+  std::string lock = "writer-" + std::to_string(getpid()) + "-" + RandomHex(12) + ".lock";
+  ASSIGN_OR_RETURN(writer_lock_, FileLock::TryExclusive(run_dir() + "/" + lock));
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(
+      auto q,
+      w->Prepare("INSERT INTO mounts(pid, host, mountpoint, started, lock) VALUES(?, ?, ?, ?, ?)"));
+  RETURN_IF_ERROR(q.bind(1, static_cast<int64_t>(getpid()))
+                      .bind(2, Hostname())
+                      .bind(3, mountpoint)
+                      .bind(4, NowSeconds())
+                      .bind(5, lock)
+                      .run());
+  writer_id_ = w->last_insert_rowid();
+  objects_->EnableWriting(writer_id_);
+  return writer_id_;
+}
+
+Status Store::UnregisterWriter() {
+  if (!writer_id_) return Status::Ok();
+  Status st = objects_->Close();
+  {
+    auto w = catalog_->write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(auto pins, w->Prepare("DELETE FROM pins WHERE mount_id=?"));
+    RETURN_IF_ERROR(pins.bind(1, writer_id_).run());
+    ASSIGN_OR_RETURN(auto row, w->Prepare("DELETE FROM mounts WHERE id=?"));
+    RETURN_IF_ERROR(row.bind(1, writer_id_).run());
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  std::filesystem::remove_all(scratch_dir() + "/" + std::to_string(writer_id_));
+  writer_id_ = 0;
+  objects_->EnableWriting(0);
+  writer_lock_.reset();
+  return st;
+}
+
+Status Store::ReapDeadWriters() {
+  std::vector<std::pair<int64_t, std::string>> rows;
+  {
+    ASSIGN_OR_RETURN(auto r, catalog_->read());
+    ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT id, lock FROM mounts"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row) break;
+      rows.emplace_back(q.i64(0), q.text(1));
+    }
+  }
+  for (const auto& [id, lock] : rows) {
+    if (id == writer_id_) continue;
+    std::string path = run_dir() + "/" + lock;
+    auto held = FileLock::TryExclusive(path);
+    if (!held.ok()) {
+      if (held.status().code() == Code::kBusy) continue;  // alive
+      return held.status();
+    }
+    // We hold a dead writer's lock: nobody else can be reaping it now.
+    auto w = catalog_->write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(auto pins, w->Prepare("DELETE FROM pins WHERE mount_id=?"));
+    RETURN_IF_ERROR(pins.bind(1, id).run());
+    ASSIGN_OR_RETURN(
+        auto packs, w->Prepare("UPDATE packs SET state=1, writer=NULL WHERE writer=? AND state=0"));
+    RETURN_IF_ERROR(packs.bind(1, id).run());
+    ASSIGN_OR_RETURN(auto del, w->Prepare("DELETE FROM mounts WHERE id=?"));
+    RETURN_IF_ERROR(del.bind(1, id).run());
+    RETURN_IF_ERROR(txn.Commit());
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_dir() + "/" + std::to_string(id), ec);
+    env_->Remove(path);
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<MountInfo>> Store::LiveMounts() {
+  RETURN_IF_ERROR(ReapDeadWriters());
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT id, pid, host, mountpoint, coalesce(volume_id, 0), "
+                                      "started FROM mounts ORDER BY id"));
+  std::vector<MountInfo> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) break;
+    out.push_back({q.i64(0), q.i64(1), q.text(2), q.text(3), q.i64(4), q.i64(5)});
+  }
+  return out;
+}
+
+Result<std::unique_ptr<FileLock>> Store::LockVolume(const VolumeInfo& v) {
+  auto lock = FileLock::TryExclusive(run_dir() + "/volume-" + std::to_string(v.id) + ".lock");
+  if (lock.ok() || lock.status().code() != Code::kBusy) return lock;
+  ASSIGN_OR_RETURN(auto mounts, LiveMounts());
+  for (const auto& m : mounts) {
+    if (m.volume_id == v.id) {
+      return Status::Busy("volume '" + v.name + "' is already mounted at " + m.mountpoint +
+                          " (pid " + std::to_string(m.pid) +
+                          "); unmount it first with `stashfs umount " + m.mountpoint + "`");
+    }
+  }
+  return Status::Busy("volume '" + v.name + "' is in use by another stashfs process; try again");
+}
+
+Status Store::SetMountVolume(int64_t volume_id) {
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE mounts SET volume_id=? WHERE id=?"));
+  return q.bind(1, volume_id).bind(2, writer_id_).run();
+}
+
+Result<std::optional<VolumeInfo>> Store::FindVolume(const std::string& name) {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare(
+          "SELECT id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used "
+          "FROM volumes WHERE name=?"));
+  q.bind(1, name);
+  ASSIGN_OR_RETURN(bool row, q.step());
+  if (!row) return std::optional<VolumeInfo>();
+  return std::optional<VolumeInfo>(VolumeFromRow(q));
+}
+
+Result<VolumeInfo> Store::FindVolumeById(int64_t id) {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare(
+          "SELECT id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used "
+          "FROM volumes WHERE id=?"));
+  q.bind(1, id);
+  ASSIGN_OR_RETURN(bool row, q.step());
+  if (!row) return Status::NotFound("no volume with id " + std::to_string(id));
+  return VolumeFromRow(q);
+}
+
+Result<std::vector<VolumeInfo>> Store::ListVolumes() {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare(
+          "SELECT id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used "
+          "FROM volumes ORDER BY name"));
+  std::vector<VolumeInfo> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) break;
+    out.push_back(VolumeFromRow(q));
+  }
+  return out;
+}
+
+Result<VolumeInfo> Store::CreateVolume(const std::string& name, const Hash& root, bool ephemeral,
+                                       const std::string& source) {
+  {
+    auto w = catalog_->write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(
+        auto q,
+        w->Prepare(
+            "INSERT INTO volumes(name, root, ephemeral, source, created, updated, last_used) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING"));
+    int64_t now = NowSeconds();
+    q.bind(1, name).bind(2, root).bind(3, ephemeral ? 1 : 0).bind(5, now).bind(6, now).bind(7, now);
+    if (source.empty())
+      q.bind_null(4);
+    else
+      q.bind(4, source);
+    RETURN_IF_ERROR(q.run());
+    if (w->changes() == 0) return Status::AlreadyExists("volume '" + name + "' already exists");
+    RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  ASSIGN_OR_RETURN(auto v, FindVolume(name));
+  if (!v) return Status::Corruption("volume '" + name + "' vanished after creation");
+  return *v;
+}
+
+Status Store::DeleteVolume(int64_t id) {
+  auto w = catalog_->write();
+  Txn txn(w.db());
+  RETURN_IF_ERROR(txn.Begin());
+  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM volumes WHERE id=? RETURNING root"));
+  q.bind(1, id);
+  ASSIGN_OR_RETURN(bool row, q.step());
+  if (!row) return Status::NotFound("no volume with id " + std::to_string(id));
+  Hash root = q.hash(0);
+  RETURN_IF_ERROR(q.run());
+  RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
+  return txn.Commit();
+}
+
+Status Store::CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& new_root,
+                           uint64_t release_upto) {
+  auto w = catalog_->write();
+  Txn txn(w.db());
+  RETURN_IF_ERROR(txn.Begin());
+  if (new_root != old_root) {
+    // Reference the new tree before dropping the old, so shared subtrees never reach zero.
+    RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, new_root, +1));
+    ASSIGN_OR_RETURN(
+        auto q,
+        w->Prepare("UPDATE volumes SET root=?, updated=?, last_used=? WHERE id=? AND root=?"));
+    int64_t now = NowSeconds();
+    RETURN_IF_ERROR(
+        q.bind(1, new_root).bind(2, now).bind(3, now).bind(4, volume_id).bind(5, old_root).run());
+    if (w->changes() != 1) {
+      return Status::Corruption("volume " + std::to_string(volume_id) +
+                                " was changed or removed by another process while mounted");
+    }
+    RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, old_root, -1));
+  }
+  RETURN_IF_ERROR(objects_->ReleasePins(w.db(), release_upto));
+  return txn.Commit();
+}
+
+Status Store::TouchVolume(int64_t volume_id) {
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE volumes SET last_used=? WHERE id=?"));
+  return q.bind(1, NowSeconds()).bind(2, volume_id).run();
+}
+
+Result<std::optional<SnapshotInfo>> Store::FindSnapshot(const std::string& key) {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare(
+          "SELECT id, key, root, created, last_used, logical_bytes, files, damaged FROM snapshots "
+          "WHERE key=?"));
+  q.bind(1, key);
+  ASSIGN_OR_RETURN(bool row, q.step());
+  if (!row) return std::optional<SnapshotInfo>();
+  return std::optional<SnapshotInfo>(SnapshotFromRow(q));
+}
+
+Result<std::vector<SnapshotInfo>> Store::ListSnapshots() {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare(
+          "SELECT id, key, root, created, last_used, logical_bytes, files, damaged FROM snapshots "
+          "ORDER BY key"));
+  std::vector<SnapshotInfo> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) break;
+    out.push_back(SnapshotFromRow(q));
+  }
+  return out;
+}
+
+Result<SnapshotInfo> Store::CreateSnapshot(const std::string& key, const Hash& root, bool replace) {
+  ASSIGN_OR_RETURN(RootRecord rec, ReadRoot(root));
+  {
+    auto w = catalog_->write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(auto find, w->Prepare("SELECT id, root FROM snapshots WHERE key=?"));
+    find.bind(1, key);
+    ASSIGN_OR_RETURN(bool exists, find.step());
+    int64_t now = NowSeconds();
+    if (exists) {
+      int64_t id = find.i64(0);
+      Hash old = find.hash(1);
+      RETURN_IF_ERROR(find.run());
+      if (!replace) return Status::AlreadyExists("snapshot '" + key + "' already exists");
+      RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
+      ASSIGN_OR_RETURN(
+          auto upd,
+          w->Prepare(
+              "UPDATE snapshots SET root=?, created=?, last_used=?, logical_bytes=?, files=?, "
+              "damaged=0 WHERE id=?"));
+      RETURN_IF_ERROR(upd.bind(1, root)
+                          .bind(2, now)
+                          .bind(3, now)
+                          .bind(4, rec.total_bytes)
+                          .bind(5, rec.total_files)
+                          .bind(6, id)
+                          .run());
+      RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, old, -1));
+    } else {
+      RETURN_IF_ERROR(find.run());
+      ASSIGN_OR_RETURN(
+          auto ins,
+          w->Prepare("INSERT INTO snapshots(key, root, created, last_used, logical_bytes, files) "
+                     "VALUES(?, ?, ?, ?, ?, ?)"));
+      RETURN_IF_ERROR(ins.bind(1, key)
+                          .bind(2, root)
+                          .bind(3, now)
+                          .bind(4, now)
+                          .bind(5, rec.total_bytes)
+                          .bind(6, rec.total_files)
+                          .run());
+      RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
+    }
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  ASSIGN_OR_RETURN(auto s, FindSnapshot(key));
+  if (!s) return Status::Corruption("snapshot '" + key + "' vanished after creation");
+  return *s;
+}
+
+Status Store::DeleteSnapshot(int64_t id) {
+  auto w = catalog_->write();
+  Txn txn(w.db());
+  RETURN_IF_ERROR(txn.Begin());
+  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM snapshots WHERE id=? RETURNING root"));
+  q.bind(1, id);
+  ASSIGN_OR_RETURN(bool row, q.step());
+  if (!row) return Status::NotFound("no snapshot with id " + std::to_string(id));
+  Hash root = q.hash(0);
+  RETURN_IF_ERROR(q.run());
+  RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
+  return txn.Commit();
+}
+
+Status Store::TouchSnapshot(int64_t id) {
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE snapshots SET last_used=? WHERE id=?"));
+  return q.bind(1, NowSeconds()).bind(2, id).run();
+}
+
+Result<Hash> Store::PutEmptyRoot(uint32_t uid, uint32_t gid, uint32_t mode) {
+  ASSIGN_OR_RETURN(Hash tree, objects_->Put(ObjectKind::kTree, EncodeTree(Tree{})));
+  RootRecord root;
+  root.tree = tree;
+  root.attrs.uid = uid;
+  root.attrs.gid = gid;
+  root.attrs.mode = mode & 07777;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  root.attrs.mtime = root.attrs.ctime = {ts.tv_sec, static_cast<uint32_t>(ts.tv_nsec)};
+  ASSIGN_OR_RETURN(Hash h, objects_->Put(ObjectKind::kRoot, EncodeRoot(root)));
+  RETURN_IF_ERROR(objects_->Flush());
+  return h;
+}
+
+Result<RootRecord> Store::ReadRoot(const Hash& root) {
+  ASSIGN_OR_RETURN(auto data, objects_->Get(ObjectKind::kRoot, root));
+  return DecodeRoot(data.bytes);
+}
+
+Status Store::AddRef(Db* w, ObjectKind kind, const Hash& hash, int delta) {
+  ASSIGN_OR_RETURN(
+      auto q,
+      w->Prepare("UPDATE objects SET refs = refs + ? WHERE hash=? AND kind=? RETURNING refs"));
+  std::vector<ChildRef> stack{{kind, hash}};
+  while (!stack.empty()) {
+    ChildRef c = stack.back();
+    stack.pop_back();
+    q.bind(1, delta).bind(2, c.hash).bind(3, static_cast<int>(c.kind));
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) {
+      return Status::Corruption(std::string(KindName(c.kind)) + " " + c.hash.hex() +
+                                " is referenced but missing from the store; run `stashfs fsck`");
+    }
+    int64_t refs = q.i64(0);
+    RETURN_IF_ERROR(q.run());
+    if (refs < 0) {
+      return Status::Corruption(std::string(KindName(c.kind)) + " " + c.hash.hex() +
+                                " has a negative reference count; run `stashfs fsck --repair`");
+    }
+    bool edge = delta > 0 ? refs == 1 : refs == 0;
+    if (!edge || !KindHasChildren(c.kind)) continue;
+    auto data = objects_->Get(c.kind, c.hash);
+    auto children =
+        data.ok() ? ChildrenOf(c.kind, data->bytes) : Result<std::vector<ChildRef>>(data.status());
+    if (!children.ok()) {
+      if (delta > 0) return children.status();
+      // Dropping a damaged object: its children keep a stale reference that fsck --repair
+      // recounts; refusing would make the damage impossible to remove.
+      std::fprintf(stderr, "stashfs: %s\n", children.status().message().c_str());
+      continue;
+    }
+    stack.insert(stack.end(), children->begin(), children->end());
+  }
+  return Status::Ok();
+}
+
+Result<StoreStats> Store::Stats() {
+  StoreStats s;
+  ASSIGN_OR_RETURN(auto vols, ListVolumes());
+  ASSIGN_OR_RETURN(auto snaps, ListSnapshots());
+  s.volumes = vols.size();
+  s.snapshots = snaps.size();
+  for (const auto& v : vols) {
+    ASSIGN_OR_RETURN(auto r, ReadRoot(v.root));
+    s.logical_bytes += r.total_bytes;
+    s.logical_files += r.total_files;
+  }
+  for (const auto& sn : snaps) {
+    s.logical_bytes += sn.logical_bytes;
+    s.logical_files += sn.files;
+  }
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  auto scalar = [&](const char* sql, uint64_t* out) -> Status {
+    ASSIGN_OR_RETURN(auto q, r->Prepare(sql));
+    ASSIGN_OR_RETURN(bool row, q.step());
+    *out = row ? static_cast<uint64_t>(q.i64(0)) : 0;
+    return Status::Ok();
+  };
+  RETURN_IF_ERROR(scalar("SELECT count(*) FROM objects", &s.objects));
+  RETURN_IF_ERROR(scalar("SELECT coalesce(sum(size), 0) FROM objects", &s.object_bytes));
+  RETURN_IF_ERROR(scalar("SELECT count(*) FROM objects WHERE kind=1", &s.chunks));
+  RETURN_IF_ERROR(
+      scalar("SELECT coalesce(sum(size), 0) FROM objects WHERE kind=1", &s.unique_bytes));
+  RETURN_IF_ERROR(scalar("SELECT count(*) FROM objects WHERE refs=0", &s.unreferenced_objects));
+  RETURN_IF_ERROR(scalar("SELECT count(*) FROM blocks", &s.blocks));
+  RETURN_IF_ERROR(scalar("SELECT count(*) FROM packs", &s.packs));
+  RETURN_IF_ERROR(scalar("SELECT coalesce(sum(size), 0) FROM packs", &s.stored_bytes));
+  for (const char* suffix : {"", "-wal"}) {
+    auto size = env_->FileSize(catalog_->path() + suffix);
+    if (size.ok()) s.catalog_bytes += *size;
+  }
+  return s;
+}
+
+Status Store::AddCounter(const std::string& name, int64_t delta) {
+  auto w = catalog_->write();
+  ASSIGN_OR_RETURN(auto q,
+                   w->Prepare("INSERT INTO counters(name, value) VALUES(?, ?) "
+                              "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"));
+  return q.bind(1, name).bind(2, delta).run();
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> Store::Counters() {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT name, value FROM counters ORDER BY name"));
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) break;
+    out.emplace_back(q.text(0), q.i64(1));
+  }
+  return out;
+}
+
+}  // namespace stashfs
