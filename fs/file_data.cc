@@ -1,0 +1,442 @@
+#include "fs/file_data.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace stashfs::fs {
+
+namespace {
+
+bool AllZero(std::span<const uint8_t> d) {
+  // Word-at-a-time would be faster; holes are rare enough that memcmp against the start wins.
+  if (d.empty()) return true;
+  return d[0] == 0 && std::memcmp(d.data(), d.data() + 1, d.size() - 1) == 0;
+}
+
+Status PreadAll(int fd, uint64_t off, char* out, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd, out + done, n - done, static_cast<off_t>(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError("reading scratch file", errno);
+    }
+    if (r == 0) {
+      std::memset(out + done, 0, n - done);  // past the scratch file's end: a hole
+      return Status::Ok();
+    }
+    done += static_cast<size_t>(r);
+  }
+  return Status::Ok();
+}
+
+Status PwriteAll(int fd, uint64_t off, const char* data, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pwrite(fd, data + done, n - done, static_cast<off_t>(off + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError("writing scratch file", errno);
+    }
+    done += static_cast<size_t>(r);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::shared_ptr<const ContentView> MakeView(FileContent content) {
+  auto v = std::make_shared<ContentView>();
+  v->content = std::move(content);
+  if (!v->content.list) {
+    v->chunks = v->content.chunks;
+    uint64_t end = 0;
+    for (const auto& c : v->chunks)
+      v->ends.push_back(end += c.size);
+    v->resolved = true;
+  }
+  return v;
+}
+
+FileData::FileData(DataContext* ctx, FileContent content)
+    : ctx_(ctx), size_(content.size), view_(MakeView(std::move(content))) {}
+
+FileData::~FileData() {
+  std::lock_guard lock(mu_);
+  DropStaging();
+}
+
+void FileData::AccountMemory(int64_t delta) {
+  ctx_->mem_used += delta;
+}
+
+uint64_t FileData::size() {
+  std::lock_guard lock(mu_);
+  return size_;
+}
+
+bool FileData::dirty() {
+  std::lock_guard lock(mu_);
+  return dirty_;
+}
+
+FileContent FileData::committed() {
+  std::lock_guard lock(mu_);
+  return view_->content;
+}
+
+bool FileData::has_clean_scratch() {
+  std::lock_guard lock(mu_);
+  return stage_ == Stage::kScratch && !dirty_;
+}
+
+uint64_t FileData::scratch_bytes() {
+  std::lock_guard lock(mu_);
+  return stage_ == Stage::kScratch ? size_ : 0;
+}
+
+void FileData::DropStaging() {
+  if (stage_ == Stage::kMemory) {
+    AccountMemory(-static_cast<int64_t>(mem_.capacity()));
+    std::string().swap(mem_);
+  } else if (stage_ == Stage::kScratch) {
+    ::close(fd_);
+    ::unlink(scratch_path_.c_str());
+    fd_ = -1;
+    scratch_path_.clear();
+  }
+  stage_ = Stage::kNone;
+}
+
+void FileData::DropCleanScratch() {
+  std::lock_guard lock(mu_);
+  if (stage_ == Stage::kScratch && !dirty_) DropStaging();
+}
+
+Result<std::shared_ptr<const ContentView>> FileData::Resolve(
+    std::shared_ptr<const ContentView> view) {
+  if (view->resolved) return view;
+  ASSIGN_OR_RETURN(auto data, ctx_->objects->Get(ObjectKind::kList, *view->content.list));
+  ASSIGN_OR_RETURN(auto chunks, DecodeList(data.bytes));
+  auto v = std::make_shared<ContentView>();
+  v->content = view->content;
+  v->chunks = std::move(chunks);
+  uint64_t end = 0;
+  for (const auto& c : v->chunks)
+    v->ends.push_back(end += c.size);
+  if (end != v->content.size) return Status::Corruption("chunk list does not match file size");
+  v->resolved = true;
+  std::lock_guard lock(mu_);
+  if (view_ == view) view_ = v;  // cache the resolved list for later reads
+  return std::shared_ptr<const ContentView>(v);
+}
+
+Status FileData::ReadStored(const std::shared_ptr<const ContentView>& view_in, uint64_t off,
+                            size_t n, char* out) {
+  const FileContent& c = view_in->content;
+  if (c.chunks.empty() && !c.list) {
+    // Inline (or empty) content.
+    size_t have = off < c.inline_data.size() ? c.inline_data.size() - off : 0;
+    size_t k = std::min(n, have);
+    if (k) std::memcpy(out, c.inline_data.data() + off, k);
+    if (k < n) std::memset(out + k, 0, n - k);
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(auto view, Resolve(view_in));
+  auto it = std::upper_bound(view->ends.begin(), view->ends.end(), off);
+  size_t i = static_cast<size_t>(it - view->ends.begin());
+  size_t done = 0;
+  while (done < n && i < view->chunks.size()) {
+    const ChunkRef& ch = view->chunks[i];
+    uint64_t start = view->ends[i] - ch.size;
+    uint64_t in_chunk = off + done - start;
+    size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, ch.size - in_chunk));
+    if (ch.is_hole()) {
+      std::memset(out + done, 0, k);
+    } else {
+      ASSIGN_OR_RETURN(auto data, ctx_->objects->Get(ObjectKind::kChunk, ch.hash));
+      if (data.bytes.size() != ch.size) return Status::Corruption("chunk has the wrong size");
+      std::memcpy(out + done, data.bytes.data() + in_chunk, k);
+      ctx_->bytes_read_store += k;
+    }
+    done += k;
+    ++i;
+  }
+  if (done < n) std::memset(out + done, 0, n - done);
+  return Status::Ok();
+}
+
+Result<size_t> FileData::Read(uint64_t off, size_t n, char* out) {
+  std::shared_ptr<const ContentView> view;
+  {
+    std::lock_guard lock(mu_);
+    if (off >= size_) return size_t{0};
+    n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
+    if (stage_ == Stage::kMemory) {
+      std::memcpy(out, mem_.data() + off, n);
+      return n;
+    }
+    if (stage_ == Stage::kScratch) {
+      RETURN_IF_ERROR(PreadAll(fd_, off, out, n));
+      return n;
+    }
+    view = view_;
+  }
+  // Stored content is immutable: read it without holding the file's lock.
+  RETURN_IF_ERROR(ReadStored(view, off, n, out));
+  return n;
+}
+
+Status FileData::CreateScratch() {
+  if (::mkdir(ctx_->scratch_dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return Status::IOError("creating scratch directory " + ctx_->scratch_dir, errno);
+  std::string path = ctx_->scratch_dir + "/" + std::to_string(ctx_->next_scratch_id++);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::IOError("creating scratch file " + path, errno);
+  fd_ = fd;
+  scratch_path_ = path;
+  stage_ = Stage::kScratch;
+  return Status::Ok();
+}
+
+Status FileData::SpillToScratch() {
+  std::string mem = std::move(mem_);
+  AccountMemory(-static_cast<int64_t>(mem.capacity()));
+  mem_.clear();
+  stage_ = Stage::kNone;
+  RETURN_IF_ERROR(CreateScratch());
+  Status st = PwriteAll(fd_, 0, mem.data(), mem.size());
+  if (st.ok() && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0)
+    st = Status::IOError("sizing scratch file", errno);
+  return st;
+}
+
+Status FileData::EnsureStaged(uint64_t new_end) {
+  uint64_t final_size = std::max(size_, new_end);
+  if (stage_ == Stage::kNone) {
+    bool small = final_size <= ctx_->mem_file_max &&
+                 ctx_->mem_used.load() + static_cast<int64_t>(final_size) <= ctx_->mem_total_max;
+    if (small) {
+      mem_.resize(size_);
+      AccountMemory(static_cast<int64_t>(mem_.capacity()));
+      stage_ = Stage::kMemory;
+      if (size_) {
+        ctx_->copy_ups++;
+        Status st = ReadStored(view_, 0, size_, mem_.data());
+        if (!st.ok()) {
+          DropStaging();
+          return st;
+        }
+      }
+    } else {
+      RETURN_IF_ERROR(CreateScratch());
+      if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
+        int err = errno;
+        DropStaging();
+        return Status::IOError("sizing scratch file", err);
+      }
+      if (size_) {
+        // Copy the stored file out, chunk by chunk, skipping holes so sparse files stay sparse.
+        ctx_->copy_ups++;
+        std::vector<char> buf(ctx_->chunker.max_size);
+        for (uint64_t off = 0; off < size_;) {
+          size_t k = static_cast<size_t>(std::min<uint64_t>(buf.size(), size_ - off));
+          Status st = ReadStored(view_, off, k, buf.data());
+          if (st.ok() && !AllZero(std::span(reinterpret_cast<const uint8_t*>(buf.data()), k)))
+            st = PwriteAll(fd_, off, buf.data(), k);
+          if (!st.ok()) {
+            DropStaging();
+            return st;
+          }
+          off += k;
+        }
+      }
+    }
+  }
+  if (stage_ == Stage::kMemory && final_size > ctx_->mem_file_max)
+    RETURN_IF_ERROR(SpillToScratch());
+  return Status::Ok();
+}
+
+Status FileData::Write(uint64_t off, const char* data, size_t n) {
+  if (off > UINT64_MAX - n) return Status::Errno(EFBIG);
+  std::lock_guard lock(mu_);
+  RETURN_IF_ERROR(EnsureStaged(off + n));
+  if (stage_ == Stage::kMemory) {
+    if (off + n > mem_.size()) {
+      size_t before = mem_.capacity();
+      mem_.resize(off + n);
+      AccountMemory(static_cast<int64_t>(mem_.capacity()) - static_cast<int64_t>(before));
+    }
+    std::memcpy(mem_.data() + off, data, n);
+  } else {
+    RETURN_IF_ERROR(PwriteAll(fd_, off, data, n));
+  }
+  size_ = std::max(size_, off + n);
+  dirty_ = true;
+  ++gen_;
+  ctx_->bytes_written += n;
+  return Status::Ok();
+}
+
+Status FileData::Truncate(uint64_t new_size) {
+  std::lock_guard lock(mu_);
+  if (new_size == size_) return Status::Ok();
+  if (new_size == 0) {
+    // O_TRUNC: the common case, no copy-up needed.
+    DropStaging();
+    view_ = MakeView(FileContent{});
+    size_ = 0;
+    dirty_ = false;
+    ++gen_;
+    return Status::Ok();
+  }
+  RETURN_IF_ERROR(EnsureStaged(new_size));
+  if (stage_ == Stage::kMemory) {
+    size_t before = mem_.capacity();
+    mem_.resize(new_size);
+    if (new_size < before / 2) mem_.shrink_to_fit();
+    AccountMemory(static_cast<int64_t>(mem_.capacity()) - static_cast<int64_t>(before));
+  } else if (::ftruncate(fd_, static_cast<off_t>(new_size)) != 0) {
+    return Status::IOError("truncating scratch file", errno);
+  }
+  size_ = new_size;
+  dirty_ = true;
+  ++gen_;
+  return Status::Ok();
+}
+
+Status FileData::Extend(uint64_t end) {
+  std::lock_guard lock(mu_);
+  if (end <= size_) return Status::Ok();
+  RETURN_IF_ERROR(EnsureStaged(end));
+  if (stage_ == Stage::kMemory) {
+    size_t before = mem_.capacity();
+    mem_.resize(end);
+    AccountMemory(static_cast<int64_t>(mem_.capacity()) - static_cast<int64_t>(before));
+  } else if (::ftruncate(fd_, static_cast<off_t>(end)) != 0) {
+    return Status::IOError("extending scratch file", errno);
+  }
+  size_ = end;
+  dirty_ = true;
+  ++gen_;
+  return Status::Ok();
+}
+
+void FileData::SetContent(const FileContent& content) {
+  std::lock_guard lock(mu_);
+  DropStaging();
+  view_ = MakeView(content);
+  size_ = content.size;
+  dirty_ = false;
+  ++gen_;
+}
+
+Status FileData::StoreChunk(std::span<const uint8_t> data, std::vector<ChunkRef>* out) {
+  if (AllZero(data)) {
+    if (!out->empty() && out->back().is_hole()) {
+      out->back().size += data.size();
+    } else {
+      out->push_back({Hash{}, data.size()});
+    }
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(Hash h, ctx_->objects->Put(ObjectKind::kChunk, data));
+  out->push_back({h, data.size()});
+  return Status::Ok();
+}
+
+Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint64_t size) {
+  FileContent c;
+  c.size = size;
+  if (fd < 0) {
+    if (size <= kInlineMax) {
+      c.inline_data = mem;
+      return c;
+    }
+    std::span<const uint8_t> all(reinterpret_cast<const uint8_t*>(mem.data()), mem.size());
+    while (!all.empty()) {
+      size_t len = NextChunkLength(all, ctx_->chunker);
+      RETURN_IF_ERROR(StoreChunk(all.first(len), &c.chunks));
+      all = all.subspan(len);
+    }
+  } else {
+    // Walk the scratch file's data segments; holes become hole runs without being read.
+    std::vector<uint8_t> buf;
+    uint64_t pos = 0;
+    while (pos < size) {
+      off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      uint64_t seg_start = data < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(data), size);
+      if (seg_start > pos) {
+        c.chunks.push_back({Hash{}, seg_start - pos});
+        pos = seg_start;
+        continue;
+      }
+      off_t hole = ::lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
+      uint64_t seg_end = hole < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+      if (seg_end <= pos) seg_end = size;
+      // Chunk [pos, seg_end) through a window of max_size bytes.
+      size_t have = 0;
+      buf.resize(ctx_->chunker.max_size);
+      while (pos < seg_end) {
+        size_t want =
+            static_cast<size_t>(std::min<uint64_t>(buf.size() - have, seg_end - pos - have));
+        RETURN_IF_ERROR(PreadAll(fd, pos + have, reinterpret_cast<char*>(buf.data()) + have, want));
+        have += want;
+        size_t len = NextChunkLength(std::span(buf.data(), have), ctx_->chunker);
+        RETURN_IF_ERROR(StoreChunk(std::span(buf.data(), len), &c.chunks));
+        std::memmove(buf.data(), buf.data() + len, have - len);
+        have -= len;
+        pos += len;
+      }
+    }
+    if (size <= kInlineMax) {
+      c.inline_data.resize(size);
+      RETURN_IF_ERROR(PreadAll(fd, 0, c.inline_data.data(), size));
+      c.chunks.clear();
+      return c;
+    }
+  }
+  if (c.chunks.size() > kDirectChunksMax) {
+    ASSIGN_OR_RETURN(Hash list, ctx_->objects->Put(ObjectKind::kList, EncodeList(c.chunks)));
+    c.list = list;
+    c.chunks.clear();
+  }
+  return c;
+}
+
+Result<bool> FileData::Flush() {
+  uint64_t gen, size;
+  std::string mem;
+  int fd = -1;
+  {
+    std::lock_guard lock(mu_);
+    if (!dirty_) return false;
+    gen = gen_;
+    size = size_;
+    if (stage_ == Stage::kMemory) {
+      mem = mem_;
+    } else {
+      // A duplicate keeps the scratch readable even if a truncate drops it meanwhile; such a
+      // truncate bumps gen_ and our result is then discarded below.
+      fd = ::dup(fd_);
+      if (fd < 0) return Status::IOError("dup of scratch file", errno);
+    }
+  }
+  auto content = BuildContent(mem, fd, size);
+  if (fd >= 0) ::close(fd);
+  if (!content.ok()) return content.status();
+  std::lock_guard lock(mu_);
+  if (gen_ != gen) return false;  // written meanwhile: the next flush will pick it up
+  view_ = MakeView(std::move(*content));
+  dirty_ = false;
+  if (stage_ == Stage::kMemory || size_ < ctx_->keep_scratch_min) DropStaging();
+  return true;
+}
+
+}  // namespace stashfs::fs

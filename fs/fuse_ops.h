@@ -1,0 +1,29 @@
+// The adapter between libfuse's low-level API and Volume: decodes requests, calls Volume, and
+// turns every Status into a reply (errno) in exactly one place.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include "fs/volume.h"
+
+namespace stashfs::fs {
+
+struct FuseConfig {
+  // One writer per volume and no other way to change it, so the kernel may cache names,
+  // attributes and even negative lookups for as long as it likes.
+  double entry_timeout = 86400;
+  double attr_timeout = 86400;
+  double negative_timeout = 86400;
+  bool writeback_cache = true;
+};
+
+struct FuseContext {
+  Volume* volume;
+  FuseConfig config;
+};
+
+// The operations table; the session's userdata must be a FuseContext*.
+const fuse_lowlevel_ops& FuseOperations();
+
+}  // namespace stashfs::fs
