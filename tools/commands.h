@@ -1,0 +1,42 @@
+// The stashfs commands. Each is a function of its options and an Io, so tests can run it
+// in-process and check its output; main.cc only parses the command line.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+#include "tools/io.h"
+
+namespace stashfs::cli {
+
+struct GlobalOptions {
+  std::string store;  // empty: DefaultStoreDir()
+};
+
+struct MountOptions {
+  std::string dir;
+  std::string volume;
+  std::string key;
+  std::vector<std::string> restore_keys;
+  bool foreground = false;
+  bool allow_other = false;
+  bool read_only = false;
+  bool no_save = false;
+  std::vector<std::string> fuse_options;
+  std::string output = "text";  // or "json"
+  std::string github_output;    // append key=value lines here (GitHub's $GITHUB_OUTPUT)
+};
+
+int CmdMount(const GlobalOptions& g, const MountOptions& o, Io& io);
+int CmdUmount(const GlobalOptions& g, const std::string& dir, Io& io);
+int CmdStats(const GlobalOptions& g, bool json, Io& io);
+int CmdStatus(const GlobalOptions& g, const std::string& dir, bool json, Io& io);
+
+// Opens the store named by the options (or the default), for commands other than mount.
+Result<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool create);
+std::string StoreDir(const GlobalOptions& g);
+// Prints "stashfs: <message>" as the one error line and returns kExitError.
+int Fail(Io& io, const Status& s);
+
+}  // namespace stashfs::cli

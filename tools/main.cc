@@ -1,0 +1,62 @@
+// The stashfs command line: parses arguments with CLI11 and calls the command functions.
+#include <CLI/CLI.hpp>
+
+#include "tools/commands.h"
+
+using namespace stashfs::cli;
+
+int main(int argc, char** argv) {
+  CLI::App app{"stashfs: a deduplicated, compressed filesystem for build and package caches"};
+  app.set_version_flag("--version", std::string("stashfs ") + STASHFS_VERSION);
+  app.require_subcommand(1);
+  GlobalOptions g;
+  app.add_option("--store", g.store,
+                 "store directory (default: $STASHFS_STORE, /var/lib/stashfs for root, else "
+                 "$XDG_DATA_HOME/stashfs)")
+      ->envname("STASHFS_STORE");
+
+  MountOptions m;
+  auto* mount = app.add_subcommand("mount", "mount a volume or a cache key at DIR");
+  auto* vol =
+      mount->add_option("--volume", m.volume, "named, long-lived volume (default: 'default')");
+  auto* key =
+      mount->add_option("--key", m.key, "cache key: restore it, save the tree under it at umount");
+  key->excludes(vol);
+  mount
+      ->add_option("--restore-key", m.restore_keys,
+                   "prefix to restore from when KEY is missing (repeatable)")
+      ->needs(key);
+  mount->add_flag("--foreground,-f", m.foreground, "do not daemonize");
+  mount->add_flag("--allow-other", m.allow_other, "let other users (and Docker) use the mount");
+  mount->add_flag("--read-only", m.read_only, "mount read-only");
+  mount->add_flag("--no-save", m.no_save, "with --key: do not save the key at umount");
+  mount->add_option("-o", m.fuse_options, "FUSE mount option (repeatable)")->delimiter(',');
+  mount->add_option("--output", m.output, "how to report the outcome: text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  mount->add_option("DIR", m.dir, "empty directory to mount on")->required();
+
+  std::string dir;
+  auto* umount = app.add_subcommand("umount", "store everything, save the key if new, unmount");
+  umount->add_option("DIR", dir, "mountpoint")->required();
+
+  bool json = false;
+  auto* stats = app.add_subcommand("stats", "sizes, dedup and compression of the store");
+  stats->add_flag("--json", json, "machine-readable output");
+
+  auto* status = app.add_subcommand("status", "what a mount is and what it did");
+  status->add_option("DIR", dir, "mountpoint")->required();
+  status->add_flag("--json", json, "machine-readable output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+  Io io = Io::Std();
+  if (*mount) return CmdMount(g, m, io);
+  if (*umount) return CmdUmount(g, dir, io);
+  if (*stats) return CmdStats(g, json, io);
+  if (*status) return CmdStatus(g, dir, json, io);
+  return kExitUsage;
+}

@@ -1,0 +1,241 @@
+#include "tools/util.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+namespace stashfs::cli {
+
+Result<uint64_t> ParseSize(const std::string& s) {
+  auto bad = [&] {
+    return Status::Invalid("bad size '" + s +
+                           "': use a number with an optional unit, like 500M, "
+                           "10G or 2TiB");
+  };
+  if (s.empty()) return bad();
+  size_t pos = 0;
+  double v;
+  try {
+    v = std::stod(s, &pos);
+  } catch (...) {
+    return bad();
+  }
+  if (!(v >= 0) || std::isinf(v)) return bad();
+  std::string unit = s.substr(pos);
+  for (auto& c : unit)
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
+  if (unit.size() > 1 && unit.back() == 'I') unit.pop_back();
+  double mult;
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "K")
+    mult = 1024.0;
+  else if (unit == "M")
+    mult = 1024.0 * 1024;
+  else if (unit == "G")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return bad();
+  double bytes = v * mult;
+  if (bytes > 9.0e18) return bad();
+  return static_cast<uint64_t>(bytes);
+}
+
+Result<int64_t> ParseAge(const std::string& s) {
+  auto bad = [&] {
+    return Status::Invalid("bad age '" + s +
+                           "': use a number with a unit, like 90s, 30m, 12h, "
+                           "7d or 2w");
+  };
+  if (s.empty()) return bad();
+  size_t pos = 0;
+  double v;
+  try {
+    v = std::stod(s, &pos);
+  } catch (...) {
+    return bad();
+  }
+  if (!(v >= 0) || std::isinf(v)) return bad();
+  std::string unit = s.substr(pos);
+  double mult;
+  if (unit == "s")
+    mult = 1;
+  else if (unit == "m" || unit == "min")
+    mult = 60;
+  else if (unit == "h")
+    mult = 3600;
+  else if (unit == "d")
+    mult = 86400;
+  else if (unit == "w")
+    mult = 7 * 86400;
+  else
+    return bad();
+  if (v * mult > 1e15) return bad();
+  return static_cast<int64_t>(v * mult);
+}
+
+std::string FormatSize(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+std::string FormatAge(int64_t seconds) {
+  char buf[32];
+  if (seconds < 0) seconds = 0;
+  if (seconds < 120)
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(seconds));
+  else if (seconds < 7200)
+    std::snprintf(buf, sizeof buf, "%lldm", static_cast<long long>(seconds / 60));
+  else if (seconds < 172800)
+    std::snprintf(buf, sizeof buf, "%lldh", static_cast<long long>(seconds / 3600));
+  else
+    std::snprintf(buf, sizeof buf, "%lldd", static_cast<long long>(seconds / 86400));
+  return buf;
+}
+
+std::string FormatTime(int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm;
+  localtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+namespace {
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      int v = 0;
+      bool ok = true;
+      for (int k = 1; k <= 3; ++k) {
+        char c = s[i + static_cast<size_t>(k)];
+        if (c < '0' || c > '7') ok = false;
+        v = v * 8 + (c - '0');
+      }
+      if (ok) {
+        out.push_back(static_cast<char>(v));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+}  // namespace
+
+std::optional<MountEntry> FindMount(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::optional<MountEntry> found;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::vector<std::string> f;
+    for (std::string w; ls >> w;)
+      f.push_back(w);
+    if (f.size() < 10) continue;
+    size_t dash = 6;
+    while (dash < f.size() && f[dash] != "-")
+      ++dash;
+    if (dash + 2 >= f.size()) continue;
+    if (Unescape(f[4]) != path) continue;
+    // The last matching line is the mount on top.
+    found = MountEntry{path, f[dash + 1], Unescape(f[dash + 2])};
+  }
+  return found;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  std::error_code ec;
+  auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  if (ec) p = std::filesystem::absolute(path).lexically_normal();
+  std::string s = p.string();
+  if (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+Status CheckMountpoint(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    int err = errno;
+    if (err == ENOENT)
+      return Status::NotFound("mountpoint " + dir + " does not exist; create it with `mkdir -p " +
+                              dir + "`");
+    if (err == ENOTCONN)
+      return Status::Busy(dir +
+                          " is a stashfs mount whose daemon has stopped; run `stashfs umount " +
+                          dir + "` first");
+    return Status::IOError("mountpoint " + dir, err);
+  }
+  if (!S_ISDIR(st.st_mode)) return Status::Invalid("mountpoint " + dir + " is not a directory");
+  if (auto m = FindMount(dir)) {
+    return Status::Busy(dir + " is already a mountpoint (" + m->fstype + " from " + m->source +
+                        "); unmount it first" +
+                        (m->fstype == "fuse.stashfs" ? " with `stashfs umount " + dir + "`" : ""));
+  }
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return Status::IOError("reading mountpoint " + dir, errno);
+  bool empty = true;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(d);
+  if (!empty) {
+    return Status::Invalid("mountpoint " + dir +
+                           " is not empty; stashfs mounts only on empty "
+                           "directories so no files get hidden (move them away or pick another)");
+  }
+  return Status::Ok();
+}
+
+Status ValidateName(const std::string& what, const std::string& name, size_t max_len) {
+  if (name.empty() || name.size() > max_len) {
+    return Status::Invalid(what + " '" + name + "' must be 1 to " + std::to_string(max_len) +
+                           " characters long");
+  }
+  if (name[0] == '.' || name[0] == '-' || name[0] == '/') {
+    return Status::Invalid(what + " '" + name + "' must not start with '.', '-' or '/'");
+  }
+  for (char c : name) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) ||
+              std::string_view("._+=:@/-").find(c) != std::string_view::npos;
+    if (!ok) {
+      return Status::Invalid(what + " '" + name + "' has the character '" + std::string(1, c) +
+                             "'; use letters, digits and . _ + = : @ / -");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace stashfs::cli

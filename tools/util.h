@@ -1,0 +1,38 @@
+// Small helpers for the command line: sizes and ages, the mount table, mountpoint checks.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "store/status.h"
+
+namespace stashfs::cli {
+
+// "10G", "500MiB", "1.5GB", "4096" -> bytes. Powers of 1024 (K=Ki), as du and ccache do.
+Result<uint64_t> ParseSize(const std::string& s);
+// "7d", "12h", "30m", "90s", "2w" -> seconds.
+Result<int64_t> ParseAge(const std::string& s);
+std::string FormatSize(uint64_t bytes);
+std::string FormatAge(int64_t seconds);
+std::string FormatTime(int64_t unix_seconds);
+
+struct MountEntry {
+  std::string mountpoint;
+  std::string fstype;
+  std::string source;
+};
+// The mount of exactly `path` in /proc/self/mountinfo, if any.
+std::optional<MountEntry> FindMount(const std::string& path);
+
+// An absolute, normalised path (symlinks resolved when the path exists).
+std::string AbsolutePath(const std::string& path);
+
+// A directory stashfs may mount on: exists, is a directory, is empty and not a mountpoint.
+Status CheckMountpoint(const std::string& dir);
+
+// Volume names and cache keys users pick: 1-512 characters of [A-Za-z0-9._+=:@/-], not starting
+// with '.', '/' or '-' (which are reserved or confusing on a command line).
+Status ValidateName(const std::string& what, const std::string& name, size_t max_len);
+
+}  // namespace stashfs::cli
