@@ -230,8 +230,8 @@ Status Volume::EnsureLoaded(Inode* dir) {
   uint64_t subdirs = 0;
   for (const auto& e : tree.entries) {
     ASSIGN_OR_RETURN(Inode * child, InstantiateEntry(e, dir->ino));
-    auto [it, inserted] = d->children.emplace(e.name, Child{child->ino, d->next_cookie});
-    d->by_cookie[d->next_cookie++] = &it->first;
+    auto [it, inserted] = d->children.emplace(e.name, Child{child->ino, d->next_loaded_cookie});
+    d->by_cookie[d->next_loaded_cookie++] = &it->first;
     if (e.type == EntryType::kDir) ++subdirs;
   }
   d->subdirs = subdirs;
@@ -242,7 +242,7 @@ Status Volume::EnsureLoaded(Inode* dir) {
 
 void Volume::AddChild(Inode* dir, std::string_view name, Inode* child) {
   Directory* d = dir->dir.get();
-  uint64_t cookie = d->next_cookie++;
+  uint64_t cookie = d->next_new_cookie--;
   auto [it, inserted] = d->children.emplace(std::string(name), Child{child->ino, cookie});
   d->by_cookie[cookie] = &it->first;
   if (child->type == EntryType::kDir) ++d->subdirs;
@@ -337,6 +337,7 @@ struct stat Volume::StatOf(Inode* inode) {
 // ---- namespace operations --------------------------------------------------------------
 
 Result<struct stat> Volume::Lookup(uint64_t parent, std::string_view name) {
+  if (name.size() > kNameMax) return Status::Errno(ENAMETOOLONG);
   std::unique_lock lock(ns_mu_);
   counters_.lookups++;
   ASSIGN_OR_RETURN(Inode * dir, FindDir(parent));

@@ -171,6 +171,7 @@ class Volume {
     uint64_t ino;
     uint64_t cookie;
   };
+  static constexpr uint64_t kLoadedCookieBase = 1ull << 62;  // cookies 1, 2: "." and ".."
   struct Directory {
     bool loaded = false;
     bool dirty = false;  // must be re-encoded; implies every ancestor is dirty too
@@ -178,7 +179,12 @@ class Volume {
     uint64_t bytes = 0, files = 0, subdirs = 0;  // totals as of `tree` (subdirs kept live)
     std::map<std::string, Child, std::less<>> children;
     std::map<uint64_t, const std::string*> by_cookie;  // readdir order; points into children
-    uint64_t next_cookie = 3;                          // 1 and 2 are "." and ".."
+    // Readdir cookies. Entries loaded from the store count up from kLoadedCookieBase; entries
+    // created later count down from below it, so they sort before every existing entry. A
+    // listing in progress therefore never returns an entry created (or renamed) after it
+    // started, as on tmpfs: a program that creates files while it lists a directory ends.
+    uint64_t next_loaded_cookie = kLoadedCookieBase;
+    uint64_t next_new_cookie = kLoadedCookieBase - 1;
   };
   struct LinkBucket {
     bool loaded = false;
