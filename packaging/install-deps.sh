@@ -6,7 +6,7 @@ what=${1:---test}
 runtime=(fuse3 zstd sqlite3)
 build=(cmake ninja-build g++ pkg-config libfuse3-dev libzstd-dev libsqlite3-dev libssl-dev
        libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev clang-format)
-test=(python3 python3-pytest python3-venv python3-pip python3-setuptools python3-wheel
+test=(python3 python3-pytest python3-pytest-timeout python3-venv python3-pip python3-setuptools python3-wheel
       nodejs npm attr psmisc util-linux rsync)
 case "$what" in
   --runtime) pkgs=("${runtime[@]}") ;;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 #include "store/codec.h"
 
@@ -187,14 +188,28 @@ Status ObjectStore::EnsurePack() {
   }
   std::string path = PackPath(packs_dir_, id);
   std::string dir = path.substr(0, path.find_last_of('/'));
-  RETURN_IF_ERROR(env_->MakeDirs(dir, 0700));
-  ASSIGN_OR_RETURN(auto f, env_->Open(path, O_RDWR | O_CREAT | O_EXCL, 0600));
-  auto header = EncodePackHeader();
-  RETURN_IF_ERROR(f->pwrite(0, header.data(), header.size()));
-  // The pack's name must survive a crash before any catalog row points into it.
-  RETURN_IF_ERROR(f->sync(true));
-  RETURN_IF_ERROR(env_->SyncDir(dir));
-  pack_ = std::move(f);
+  Status st = [&]() -> Status {
+    RETURN_IF_ERROR(env_->MakeDirs(dir, 0700));
+    // O_TRUNC, not O_EXCL: the id is ours (the catalog just handed it out), so a file already
+    // there is an orphan no block refers to, e.g. of a pack whose catalog row a power loss
+    // took (WAL commits are not synced). Refusing it would stop every write to the store.
+    ASSIGN_OR_RETURN(auto f, env_->Open(path, O_RDWR | O_CREAT | O_TRUNC, 0600));
+    auto header = EncodePackHeader();
+    RETURN_IF_ERROR(f->pwrite(0, header.data(), header.size()));
+    // The pack's name must survive a crash before any catalog row points into it.
+    RETURN_IF_ERROR(f->sync(true));
+    RETURN_IF_ERROR(env_->SyncDir(dir));
+    pack_ = std::move(f);
+    return Status::Ok();
+  }();
+  if (!st.ok()) {
+    // Leave no catalogued pack without its header on disk (the disk may be full).
+    env_->Remove(path);
+    auto w = catalog_->write();
+    auto q = w->Prepare("DELETE FROM packs WHERE id=?");
+    if (q.ok()) q->bind(1, id).run();
+    return st;
+  }
   pack_id_ = id;
   pack_size_ = kPackHeaderSize;
   return Status::Ok();
@@ -229,9 +244,9 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
   inflight_.erase(seq);
   inflight_cv_.notify_all();
   if (!st.ok()) {
-    // Forget the staged objects: their puts failed, and a retry must stage them again.
-    for (const auto& e : blk->entries)
-      pending_.erase(ObjectKey{e.hash, e.kind});
+    // Keep the objects staged (earlier Put()s of them returned OK) and write the block again at
+    // the next Flush, which fails until that succeeds.
+    failed_.push_back(std::move(blk));
     return st;
   }
   for (const auto& e : blk->entries) {
@@ -249,19 +264,28 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
 Status ObjectStore::Flush() {
   if (!mount_id_) return Status::Ok();
   std::lock_guard flush_lock(flush_mu_);
-  std::shared_ptr<OpenBlock> last;
-  uint64_t seq = 0, target;
+  std::vector<std::pair<std::shared_ptr<OpenBlock>, uint64_t>> to_write;
+  uint64_t target;
   {
     std::lock_guard lock(mu_);
+    for (auto& b : failed_)
+      to_write.emplace_back(std::move(b), next_seq_++);
+    failed_.clear();
     if (!builder_->entries.empty()) {
-      last = std::move(builder_);
+      to_write.emplace_back(std::move(builder_), next_seq_++);
       builder_ = std::make_shared<OpenBlock>();
-      seq = next_seq_++;
-      inflight_.insert(seq);
     }
+    for (const auto& tw : to_write)
+      inflight_.insert(tw.second);
     target = next_seq_;
   }
-  if (last) RETURN_IF_ERROR(WriteBlock(std::move(last), seq));
+  // Every block is attempted: each must leave inflight_, and a failed one is kept for later.
+  Status write_status;
+  for (auto& [blk, seq] : to_write) {
+    Status st = WriteBlock(std::move(blk), seq);
+    if (write_status.ok()) write_status = st;
+  }
+  RETURN_IF_ERROR(write_status);
   std::vector<WrittenBlock> blocks;
   std::vector<std::vector<uint64_t>> gens;  // pin generation of each entry of each block
   std::unordered_map<ObjectKey, uint64_t, ObjectKeyHasher> repins;
@@ -280,75 +304,93 @@ Status ObjectStore::Flush() {
     }
   }
   std::vector<int64_t> sealed;
-  int64_t pack_id;
-  uint64_t pack_size;
+  int64_t pack_id = 0;
+  uint64_t pack_size = 0;
+  Status st;
   {
     std::lock_guard lock(pack_mu_);
-    if (pack_ && !blocks.empty()) RETURN_IF_ERROR(pack_->sync(false));
-    sealed.swap(sealed_);
-    pack_id = pack_id_;
-    pack_size = pack_size_;
+    if (pack_ && !blocks.empty()) st = pack_->sync(false);
+    if (st.ok()) {
+      sealed.swap(sealed_);
+      pack_id = pack_id_;
+      pack_size = pack_size_;
+    }
   }
-  if (blocks.empty() && sealed.empty() && repins.empty()) return Status::Ok();
+  if (st.ok() && blocks.empty() && sealed.empty() && repins.empty()) return Status::Ok();
 
-  {
-    auto w = catalog_->write();
-    Txn txn(w.db());
-    RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(
-        auto ins_block,
-        w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
-                   "VALUES(?, ?, ?, ?, ?, ?)"));
-    ASSIGN_OR_RETURN(auto ins_obj, w->Prepare("INSERT INTO objects(hash, kind, block_id, offset, "
-                                              "size, created) VALUES(?, ?, ?, ?, ?, ?) "
-                                              "ON CONFLICT(hash, kind) DO NOTHING"));
-    ASSIGN_OR_RETURN(
-        auto pin,
-        w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
-                   "WHERE hash=? AND kind=? ON CONFLICT(mount_id, object_id) DO UPDATE SET "
-                   "gen=max(gen, excluded.gen)"));
-    int64_t now = NowSeconds();
-    for (size_t bi = 0; bi < blocks.size(); ++bi) {
-      const auto& b = blocks[bi];
-      RETURN_IF_ERROR(ins_block.bind(1, b.loc.pack_id)
-                          .bind(2, b.loc.offset)
-                          .bind(3, b.loc.header_len)
-                          .bind(4, b.loc.stored_len)
-                          .bind(5, b.loc.raw_len)
-                          .bind(6, static_cast<int>(b.loc.codec))
-                          .run());
-      int64_t block_id = w->last_insert_rowid();
-      for (size_t i = 0; i < b.entries.size(); ++i) {
-        const auto& e = b.entries[i];
-        // A concurrent writer may have catalogued the same object first; then our copy is dead
-        // weight for gc to compact, and the pin below attaches to theirs.
-        RETURN_IF_ERROR(ins_obj.bind(1, e.hash)
-                            .bind(2, static_cast<int>(e.kind))
-                            .bind(3, block_id)
-                            .bind(4, e.offset)
-                            .bind(5, e.size)
-                            .bind(6, now)
+  if (st.ok())
+    st = [&]() -> Status {
+      auto w = catalog_->write();
+      Txn txn(w.db());
+      RETURN_IF_ERROR(txn.Begin());
+      ASSIGN_OR_RETURN(
+          auto ins_block,
+          w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
+                     "VALUES(?, ?, ?, ?, ?, ?)"));
+      ASSIGN_OR_RETURN(auto ins_obj, w->Prepare("INSERT INTO objects(hash, kind, block_id, offset, "
+                                                "size, created) VALUES(?, ?, ?, ?, ?, ?) "
+                                                "ON CONFLICT(hash, kind) DO NOTHING"));
+      ASSIGN_OR_RETURN(
+          auto pin,
+          w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
+                     "WHERE hash=? AND kind=? ON CONFLICT(mount_id, object_id) DO UPDATE SET "
+                     "gen=max(gen, excluded.gen)"));
+      int64_t now = NowSeconds();
+      for (size_t bi = 0; bi < blocks.size(); ++bi) {
+        const auto& b = blocks[bi];
+        RETURN_IF_ERROR(ins_block.bind(1, b.loc.pack_id)
+                            .bind(2, b.loc.offset)
+                            .bind(3, b.loc.header_len)
+                            .bind(4, b.loc.stored_len)
+                            .bind(5, b.loc.raw_len)
+                            .bind(6, static_cast<int>(b.loc.codec))
                             .run());
+        int64_t block_id = w->last_insert_rowid();
+        for (size_t i = 0; i < b.entries.size(); ++i) {
+          const auto& e = b.entries[i];
+          // A concurrent writer may have catalogued the same object first; then our copy is dead
+          // weight for gc to compact, and the pin below attaches to theirs.
+          RETURN_IF_ERROR(ins_obj.bind(1, e.hash)
+                              .bind(2, static_cast<int>(e.kind))
+                              .bind(3, block_id)
+                              .bind(4, e.offset)
+                              .bind(5, e.size)
+                              .bind(6, now)
+                              .run());
+          RETURN_IF_ERROR(pin.bind(1, mount_id_)
+                              .bind(2, gens[bi][i])
+                              .bind(3, e.hash)
+                              .bind(4, static_cast<int>(e.kind))
+                              .run());
+        }
+      }
+      for (const auto& [key, gen] : repins) {
         RETURN_IF_ERROR(pin.bind(1, mount_id_)
-                            .bind(2, gens[bi][i])
-                            .bind(3, e.hash)
-                            .bind(4, static_cast<int>(e.kind))
+                            .bind(2, gen)
+                            .bind(3, key.hash)
+                            .bind(4, static_cast<int>(key.kind))
                             .run());
       }
+      ASSIGN_OR_RETURN(auto upd_pack, w->Prepare("UPDATE packs SET size=? WHERE id=?"));
+      if (pack_id) RETURN_IF_ERROR(upd_pack.bind(1, pack_size).bind(2, pack_id).run());
+      ASSIGN_OR_RETURN(auto seal, w->Prepare("UPDATE packs SET state=1, writer=NULL WHERE id=?"));
+      for (int64_t id : sealed)
+        RETURN_IF_ERROR(seal.bind(1, id).run());
+      return txn.Commit();
+    }();
+  if (!st.ok()) {
+    // Nothing was catalogued: keep it all for the next Flush, so that no Put() that returned
+    // OK is lost (the retry syncs the pack again and commits the same rows).
+    {
+      std::lock_guard lock(pack_mu_);
+      sealed_.insert(sealed_.begin(), sealed.begin(), sealed.end());
     }
-    for (const auto& [key, gen] : repins) {
-      RETURN_IF_ERROR(pin.bind(1, mount_id_)
-                          .bind(2, gen)
-                          .bind(3, key.hash)
-                          .bind(4, static_cast<int>(key.kind))
-                          .run());
-    }
-    ASSIGN_OR_RETURN(auto upd_pack, w->Prepare("UPDATE packs SET size=? WHERE id=?"));
-    if (pack_id) RETURN_IF_ERROR(upd_pack.bind(1, pack_size).bind(2, pack_id).run());
-    ASSIGN_OR_RETURN(auto seal, w->Prepare("UPDATE packs SET state=1, writer=NULL WHERE id=?"));
-    for (int64_t id : sealed)
-      RETURN_IF_ERROR(seal.bind(1, id).run());
-    RETURN_IF_ERROR(txn.Commit());
+    std::lock_guard lock(mu_);
+    written_.insert(written_.begin(), std::make_move_iterator(blocks.begin()),
+                    std::make_move_iterator(blocks.end()));
+    for (const auto& [key, gen] : repins)
+      repin_[key] = std::max(repin_[key], gen);
+    return st;
   }
   std::lock_guard lock(mu_);
   for (size_t bi = 0; bi < blocks.size(); ++bi) {

@@ -89,7 +89,13 @@ class ObjectStore {
   ObjectStore& operator=(const ObjectStore&) = delete;
 
   // Allows Put() for the writer registered as `mount_id` in the mounts table.
-  void EnableWriting(int64_t mount_id) { mount_id_ = mount_id; }
+  void EnableWriting(int64_t mount_id) {
+    std::lock_guard lock(mu_);
+    mount_id_ = mount_id;
+    // Pins belong to one writer: a new registration must take its own.
+    pinned_.clear();
+    repin_.clear();
+  }
   int64_t writer_id() const { return mount_id_; }
 
   Result<Hash> Put(ObjectKind kind, std::span<const uint8_t> data);
@@ -200,6 +206,9 @@ class ObjectStore {
   // the next Flush, which every commit performs before it releases pins.
   std::unordered_map<ObjectKey, uint64_t, ObjectKeyHasher> repin_;
   std::shared_ptr<OpenBlock> builder_;
+  // Blocks whose write failed (e.g. ENOSPC); their objects stay staged and the next Flush
+  // writes them again, so a Put() that returned OK is never silently dropped.
+  std::vector<std::shared_ptr<OpenBlock>> failed_;
   std::vector<WrittenBlock> written_;
   std::set<uint64_t> inflight_;  // sequence numbers of blocks being compressed/written
   uint64_t next_seq_ = 1;

@@ -166,6 +166,8 @@ Status Store::UnregisterWriter() {
   std::filesystem::remove_all(scratch_dir() + "/" + std::to_string(writer_id_));
   writer_id_ = 0;
   objects_->EnableWriting(0);
+  // The row is gone, so no reaper looks for this lock file any more: do not leave it behind.
+  if (writer_lock_) env_->Remove(writer_lock_->path());
   writer_lock_.reset();
   return st;
 }
@@ -200,6 +202,17 @@ Status Store::ReapDeadWriters() {
     RETURN_IF_ERROR(packs.bind(1, id).run());
     ASSIGN_OR_RETURN(auto del, w->Prepare("DELETE FROM mounts WHERE id=?"));
     RETURN_IF_ERROR(del.bind(1, id).run());
+    // The private volume of a cache-key mount dies with its writer; its last commit was never
+    // saved under the key, so nothing else needs it.
+    ASSIGN_OR_RETURN(auto eph,
+                     w->Prepare("DELETE FROM volumes WHERE name=? AND ephemeral=1 RETURNING root"));
+    eph.bind(1, EphemeralVolumeName(id));
+    ASSIGN_OR_RETURN(bool had, eph.step());
+    if (had) {
+      Hash root = eph.hash(0);
+      RETURN_IF_ERROR(eph.run());
+      RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
+    }
     RETURN_IF_ERROR(txn.Commit());
     std::error_code ec;
     std::filesystem::remove_all(scratch_dir() + "/" + std::to_string(id), ec);
@@ -447,6 +460,52 @@ Status Store::DeleteSnapshot(int64_t id) {
   RETURN_IF_ERROR(q.run());
   RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
   return txn.Commit();
+}
+
+std::string Store::EphemeralVolumeName(int64_t writer_id) {
+  return ".mount-" + std::to_string(writer_id);
+}
+
+Result<std::optional<SnapshotInfo>> Store::NewestSnapshotWithPrefix(const std::string& prefix) {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare(
+          "SELECT id, key, root, created, last_used, logical_bytes, files, damaged FROM snapshots "
+          "WHERE substr(key, 1, length(?1)) = ?1 ORDER BY created DESC, id DESC LIMIT 1"));
+  q.bind(1, prefix);
+  ASSIGN_OR_RETURN(bool row, q.step());
+  if (!row) return std::optional<SnapshotInfo>();
+  return std::optional<SnapshotInfo>(SnapshotFromRow(q));
+}
+
+Result<uint64_t> Store::ExclusiveStoredBytes(const Hash& root) {
+  ASSIGN_OR_RETURN(auto r, catalog_->read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare("SELECT o.refs, o.size, b.stored_len, b.raw_len FROM objects o JOIN blocks b "
+                 "ON b.id = o.block_id WHERE o.hash=? AND o.kind=?"));
+  uint64_t total = 0;
+  std::vector<ChildRef> stack{{ObjectKind::kRoot, root}};
+  while (!stack.empty()) {
+    ChildRef c = stack.back();
+    stack.pop_back();
+    q.bind(1, c.hash).bind(2, static_cast<int>(c.kind));
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) continue;
+    int64_t refs = q.i64(0);
+    double size = static_cast<double>(q.i64(1));
+    double stored = static_cast<double>(q.i64(2)), raw = static_cast<double>(q.i64(3));
+    RETURN_IF_ERROR(q.run());
+    // Only a path of singly-referenced objects from the root is this root's alone.
+    if (refs != 1) continue;
+    total += static_cast<uint64_t>(raw > 0 ? stored * size / raw : size);
+    if (!KindHasChildren(c.kind)) continue;
+    ASSIGN_OR_RETURN(auto data, objects_->Get(c.kind, c.hash));
+    ASSIGN_OR_RETURN(auto children, ChildrenOf(c.kind, data.bytes));
+    stack.insert(stack.end(), children.begin(), children.end());
+  }
+  return total;
 }
 
 Status Store::TouchSnapshot(int64_t id) {

@@ -84,6 +84,7 @@ class FileLock {
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
+  const std::string& path() const { return path_; }
 
  private:
   FileLock(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
@@ -138,6 +139,17 @@ class Store {
   Status DeleteSnapshot(int64_t id);
   Result<std::vector<SnapshotInfo>> ListSnapshots();
   Status TouchSnapshot(int64_t id);
+  // The most recently created snapshot whose key starts with `prefix` (actions/cache's
+  // restore-keys rule), if any.
+  Result<std::optional<SnapshotInfo>> NewestSnapshotWithPrefix(const std::string& prefix);
+
+  // Per-mount volumes: a mount of a cache key writes to a private volume cloned from the
+  // restored snapshot, named after its writer so a crashed mount's volume is reclaimed.
+  static std::string EphemeralVolumeName(int64_t writer_id);
+
+  // Stored bytes reachable only through `root` (objects no other root or object shares),
+  // a block's stored size shared among its objects by their raw size.
+  Result<uint64_t> ExclusiveStoredBytes(const Hash& root);
 
   // Stores an empty tree owned by uid:gid with the given permission bits; returns its ROOT.
   Result<Hash> PutEmptyRoot(uint32_t uid, uint32_t gid, uint32_t mode);

@@ -33,9 +33,6 @@ Result<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool create) {
   return Store::Open(so);
 }
 
-namespace {
-
-// The live daemon serving `dir` in this store, or an error that says what to do.
 Result<MountInfo> DaemonFor(Store& store, const std::string& dir) {
   ASSIGN_OR_RETURN(auto mounts, store.LiveMounts());
   for (const auto& m : mounts)
@@ -43,8 +40,6 @@ Result<MountInfo> DaemonFor(Store& store, const std::string& dir) {
   return Status::NotFound(dir + " is not mounted from store " + store.dir() +
                           "; pass the --store it was mounted with");
 }
-
-}  // namespace
 
 int CmdUmount(const GlobalOptions& g, const std::string& in_dir, Io& io) {
   std::string dir = AbsolutePath(in_dir);
@@ -94,14 +89,29 @@ int CmdStatus(const GlobalOptions& g, const std::string& in_dir, bool json, Io& 
     io.out << r.dump(2) << "\n";
     return kExitOk;
   }
-  io.out << "mountpoint:        " << r.value("mountpoint", "") << "\n"
-         << "store:             " << r.value("store", "") << "\n"
-         << "volume:            " << r.value("volume", "")
-         << (r.value("read_only", false) ? " (read-only)" : "") << "\n"
+  auto str = [&](const char* k) {
+    return r.contains(k) && r[k].is_string() ? r[k].get<std::string>() : "";
+  };
+  io.out << "mountpoint:        " << str("mountpoint") << "\n"
+         << "store:             " << str("store") << "\n";
+  if (!str("key").empty()) {
+    std::string result = str("result");
+    io.out << "key:               " << str("key") << "\n"
+           << "restored:          "
+           << (result == "exact"     ? "exact hit"
+               : result == "partial" ? "from restore key '" + str("matched_key") + "'"
+                                     : std::string("miss (started empty)"))
+           << "\n";
+  } else {
+    io.out << "volume:            " << str("volume") << "\n";
+  }
+  io.out << "mode:              " << (r.value("read_only", false) ? "read-only" : "read-write")
+         << "\n"
          << "daemon pid:        " << r.value("pid", 0) << "\n"
          << "read from store:   " << FormatSize(r.value("bytes_read_from_store", 0ull)) << " in "
          << r.value("files_read_from_store", 0ull) << " files\n"
-         << "written:           " << FormatSize(r.value("bytes_written", 0ull)) << ", "
+         << "written:           " << FormatSize(r.value("bytes_written", 0ull)) << " ("
+         << FormatSize(r.value("bytes_stored_new", 0ull)) << " new to the store), "
          << r.value("files_created", 0ull) << " files created\n"
          << "lookups:           " << r.value("lookups", 0ull) << " ("
          << r.value("negative_lookups", 0ull) << " for names that were not there)\n"

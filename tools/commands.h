@@ -32,11 +32,29 @@ int CmdMount(const GlobalOptions& g, const MountOptions& o, Io& io);
 int CmdUmount(const GlobalOptions& g, const std::string& dir, Io& io);
 int CmdStats(const GlobalOptions& g, bool json, Io& io);
 int CmdStatus(const GlobalOptions& g, const std::string& dir, bool json, Io& io);
+int CmdSave(const GlobalOptions& g, const std::string& dir, const std::string& key, bool update,
+            Io& io);
+int CmdList(const GlobalOptions& g, bool json, Io& io);
+// `only`: "", "snapshot" or "volume".
+int CmdRemove(const GlobalOptions& g, const std::string& name, const std::string& only, Io& io);
+int CmdExport(const GlobalOptions& g, const std::string& key, const std::string& file, Io& io);
+int CmdImport(const GlobalOptions& g, const std::string& file, const std::string& key, Io& io);
+
+// The live daemon serving `dir` in this store, or an error that says what to do.
+Result<MountInfo> DaemonFor(Store& store, const std::string& dir);
 
 // Opens the store named by the options (or the default), for commands other than mount.
 Result<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool create);
 std::string StoreDir(const GlobalOptions& g);
 // Prints "stashfs: <message>" as the one error line and returns kExitError.
 int Fail(Io& io, const Status& s);
+
+#define ASSIGN_OR_RETURN_FAIL_IMPL(tmp, lhs, expr, io) \
+  auto tmp = (expr);                                   \
+  if (!tmp.ok()) return Fail(io, tmp.status());        \
+  lhs = std::move(tmp).value()
+// `ASSIGN_OR_RETURN_FAIL(auto x, f(), io);` in a command: on error print it and exit 1.
+#define ASSIGN_OR_RETURN_FAIL(lhs, expr, io) \
+  ASSIGN_OR_RETURN_FAIL_IMPL(STASHFS_CONCAT(_res_, __LINE__), lhs, expr, io)
 
 }  // namespace stashfs::cli

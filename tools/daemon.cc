@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -28,7 +29,6 @@ class Ready {
   Ready(int fd, Io& io) : fd_(fd), io_(io) {}
   void Ok(const Json& info) { Send("OK " + info.dump()); }
   void Error(const Status& s) { Send("ERR " + s.message()); }
-  bool reported() const { return reported_; }
 
  private:
   void Send(const std::string& line) {
@@ -54,8 +54,19 @@ class Ready {
   bool reported_ = false;
 };
 
+// How a --key mount was restored.
+struct KeyState {
+  bool enabled = false;
+  std::string key;
+  std::string result;       // "exact", "partial" or "miss"
+  std::string matched_key;  // the snapshot restored, if any
+  uint64_t files = 0;
+  uint64_t bytes = 0;
+};
+
 struct Daemon {
   MountOptions opts;
+  KeyState key;
   std::unique_ptr<Store> store;
   VolumeInfo volume_info;
   std::unique_ptr<FileLock> volume_lock;
@@ -68,15 +79,20 @@ struct Daemon {
   Json StatusJson() {
     auto& c = volume->counters();
     auto& d = volume->data();
+    auto opt = [](bool has, const std::string& v) { return has ? Json(v) : Json(nullptr); };
     return {{"ok", true},
             {"final", true},
             {"pid", getpid()},
             {"mountpoint", opts.dir},
             {"store", store->dir()},
-            {"volume", volume_info.name},
+            {"volume", opt(!key.enabled, volume_info.name)},
+            {"key", opt(key.enabled, key.key)},
+            {"result", opt(key.enabled, key.result)},
+            {"matched_key", opt(!key.matched_key.empty(), key.matched_key)},
             {"read_only", opts.read_only},
             {"committed_root", volume->committed_root().hex()},
             {"bytes_written", d.bytes_written.load()},
+            {"bytes_stored_new", store->objects().counters().new_stored_bytes.load()},
             {"bytes_read_from_store", d.bytes_read_store.load()},
             {"files_read_from_store", c.files_read_from_base.load()},
             {"files_created", c.files_created.load()},
@@ -84,6 +100,43 @@ struct Daemon {
             {"negative_lookups", c.negative_lookups.load()},
             {"directories_loaded", c.dirs_loaded.load()},
             {"commits", c.commits.load()}};
+  }
+
+  // Snapshots the live tree under `k` (stashfs save).
+  Json Save(const std::string& k, bool update) {
+    Status s = ValidateName("key", k, 512);
+    if (s.ok() && opts.read_only) s = Status::Invalid("a read-only mount cannot be saved");
+    if (s.ok()) s = session->SyncKernelCache();
+    if (s.ok()) s = volume->Sync();
+    if (!s.ok()) return {{"ok", false}, {"final", true}, {"error", s.message()}};
+    auto snap = store->CreateSnapshot(k, volume->committed_root(), update);
+    if (!snap.ok() && snap.status().code() == Code::kAlreadyExists) {
+      return {{"ok", true},
+              {"final", true},
+              {"saved", false},
+              {"message", "key '" + k + "' already exists; left unchanged (--update moves it)"}};
+    }
+    if (!snap.ok()) return {{"ok", false}, {"final", true}, {"error", snap.status().message()}};
+    return {{"ok", true},
+            {"final", true},
+            {"saved", true},
+            {"message", std::string(update ? "saved (updated) key '" : "saved key '") + k + "' (" +
+                            std::to_string(snap->files) + " files, " +
+                            FormatSize(snap->logical_bytes) + ")"}};
+  }
+
+  // At unmount the key of a --key mount is saved if it is new; an existing key is never an error.
+  Result<std::string> SaveKeyAtExit() {
+    if (opts.read_only) return "read-only mount: key '" + key.key + "' not saved";
+    if (opts.no_save) return "--no-save: key '" + key.key + "' not saved";
+    if (key.result == "exact") return "key '" + key.key + "' was restored exactly; left unchanged";
+    auto snap = store->CreateSnapshot(key.key, volume->committed_root(), false);
+    if (!snap.ok() && snap.status().code() == Code::kAlreadyExists)
+      return "key '" + key.key + "' was saved by another job meanwhile; left unchanged";
+    if (!snap.ok()) return snap.status();
+    return "saved key '" + key.key + "' (" + std::to_string(snap->files) + " files, " +
+           FormatSize(snap->logical_bytes) + "; " +
+           FormatSize(store->objects().counters().new_stored_bytes.load()) + " of new data stored)";
   }
 
   void HandleControl(const Json& req, std::shared_ptr<ControlConnection> conn) {
@@ -94,6 +147,8 @@ struct Daemon {
       Status s = session->SyncKernelCache();
       if (s.ok()) s = volume->Sync();
       conn->Send({{"ok", s.ok()}, {"final", true}, {"error", s.message()}});
+    } else if (cmd == "save") {
+      conn->Send(Save(req.value("key", ""), req.value("update", false)));
     } else if (cmd == "umount") {
       // Make the data safe while still mounted, so a busy mount fails without losing anything;
       // the final commit after the loop ends covers what is written in between.
@@ -147,6 +202,61 @@ Result<VolumeInfo> ResolveVolume(Store& store, const std::string& name) {
   return *found;
 }
 
+// Restores a cache key as actions/cache does: the exact key, else the newest snapshot whose key
+// starts with each restore key in turn, else an empty tree; into a private volume.
+Result<VolumeInfo> RestoreKey(Store& store, const MountOptions& opts, KeyState* ks) {
+  ks->enabled = true;
+  ks->key = opts.key;
+  std::optional<SnapshotInfo> snap;
+  ASSIGN_OR_RETURN(snap, store.FindSnapshot(opts.key));
+  if (snap) {
+    ks->result = "exact";
+  } else {
+    for (const auto& prefix : opts.restore_keys) {
+      ASSIGN_OR_RETURN(snap, store.NewestSnapshotWithPrefix(prefix));
+      if (snap) break;
+    }
+    ks->result = snap ? "partial" : "miss";
+  }
+  Hash root;
+  if (snap) {
+    if (snap->damaged) {
+      std::fprintf(stderr,
+                   "stashfs: snapshot '%s' is marked damaged by fsck; files that lost data "
+                   "read as EIO\n",
+                   snap->key.c_str());
+    }
+    ks->matched_key = snap->key;
+    ks->files = snap->files;
+    ks->bytes = snap->logical_bytes;
+    root = snap->root;
+    RETURN_IF_ERROR(store.TouchSnapshot(snap->id));
+  } else {
+    ASSIGN_OR_RETURN(root, store.PutEmptyRoot(getuid(), getgid(), 0755));
+  }
+  const char* counter = ks->result == "exact"     ? "key_hits_exact"
+                        : ks->result == "partial" ? "key_hits_restore_key"
+                                                  : "key_misses";
+  RETURN_IF_ERROR(store.AddCounter(counter, 1));
+  return store.CreateVolume(Store::EphemeralVolumeName(store.writer_id()), root, true,
+                            ks->matched_key);
+}
+
+std::string KeyMessage(const KeyState& ks, const MountOptions& opts) {
+  std::string size = " (" + std::to_string(ks.files) + " files, " + FormatSize(ks.bytes) + ")";
+  std::string save =
+      opts.read_only || opts.no_save ? "" : "; '" + ks.key + "' will be saved at umount";
+  if (ks.result == "exact")
+    return "cache hit: restored key '" + ks.key + "'" + size + " at " + opts.dir;
+  if (ks.result == "partial") {
+    return "cache hit on a restore key: restored '" + ks.matched_key + "'" + size + " at " +
+           opts.dir + save;
+  }
+  return "cache miss: no snapshot for '" + ks.key + "'" +
+         (opts.restore_keys.empty() ? "" : " or its restore keys") + "; " + opts.dir +
+         " starts empty" + save;
+}
+
 int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io& io) {
   Ready ready(ready_fd, io);
   auto fail = [&](const Status& s) {
@@ -172,9 +282,18 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   auto writer = d.store->RegisterWriter(opts.dir);
   if (!writer.ok()) return fail(writer.status());
   std::string name = opts.volume.empty() ? "default" : opts.volume;
-  auto vol = ResolveVolume(*d.store, name);
-  if (!vol.ok()) return fail(vol.status());
-  d.volume_info = *vol;
+  std::string message;
+  if (!opts.key.empty()) {
+    auto vol = RestoreKey(*d.store, opts, &d.key);
+    if (!vol.ok()) return fail(vol.status());
+    d.volume_info = *vol;
+    message = KeyMessage(d.key, opts);
+  } else {
+    auto vol = ResolveVolume(*d.store, name);
+    if (!vol.ok()) return fail(vol.status());
+    d.volume_info = *vol;
+    message = "mounted volume '" + name + "' at " + opts.dir;
+  }
   auto lock = d.store->LockVolume(d.volume_info);
   if (!lock.ok()) return fail(lock.status());
   d.volume_lock = std::move(*lock);
@@ -198,7 +317,7 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   d.volume->Start();
   fs::SessionOptions sess;
   sess.mountpoint = opts.dir;
-  sess.fsname = "stashfs:" + name;
+  sess.fsname = "stashfs:" + (d.key.enabled ? std::string("key") : name);
   sess.allow_other = opts.allow_other;
   sess.read_only = opts.read_only;
   sess.fuse_options = opts.fuse_options;
@@ -211,35 +330,75 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   d.control = std::move(*control);
   std::thread(SignalThread, &d, set).detach();
 
-  std::string message = "mounted volume '" + name + "' at " + opts.dir;
-  ready.Ok({{"message", message},
-            {"volume", name},
-            {"mountpoint", opts.dir},
-            {"store", d.store->dir()},
-            {"pid", getpid()}});
-  if (ready_fd < 0) io.out.flush();
+  Json info = {
+      {"message", message}, {"mountpoint", opts.dir}, {"store", d.store->dir()}, {"pid", getpid()}};
+  if (d.key.enabled) {
+    info["key"] = d.key.key;
+    info["result"] = d.key.result;
+    info["cache_hit"] = d.key.result == "exact";
+    info["matched_key"] = d.key.matched_key.empty() ? Json(nullptr) : Json(d.key.matched_key);
+    info["files"] = d.key.files;
+    info["logical_bytes"] = d.key.bytes;
+  } else {
+    info["volume"] = name;
+  }
+  ready.Ok(info);
 
   Status st = d.session->Loop();
   Status shut = d.volume->Shutdown();
   if (st.ok()) st = shut;
-  Json result = {{"final", true},
-                 {"ok", st.ok()},
-                 {"volume", name},
-                 {"root", d.volume->committed_root().hex()}};
+  std::string done = "unmounted " + opts.dir;
+  if (!d.key.enabled) done += "; volume '" + name + "' committed";
+  if (d.key.enabled && st.ok()) {
+    auto saved = d.SaveKeyAtExit();
+    if (saved.ok()) {
+      done += "; " + *saved;
+    } else {
+      st = saved.status();
+    }
+  }
+  Json result = {{"final", true}, {"root", d.volume->committed_root().hex()}};
   d.session.reset();
   d.volume.reset();
+  if (d.key.enabled) {
+    // The private volume of a key mount is never needed again: the key holds what to keep.
+    Status del = d.store->DeleteVolume(d.volume_info.id);
+    if (st.ok()) st = del;
+  }
   Status unreg = d.store->UnregisterWriter();
   if (st.ok()) st = unreg;
-  if (!st.ok()) {
-    result["ok"] = false;
-    result["error"] = st.message();
+  if (!st.ok())
     std::fprintf(stderr, "stashfs: unmounting %s: %s\n", opts.dir.c_str(), st.message().c_str());
-  }
-  result["message"] =
-      st.ok() ? "unmounted " + opts.dir + "; volume '" + name + "' committed" : st.message();
+  result["ok"] = st.ok();
+  result["message"] = st.ok() ? done : st.message();
+  if (!st.ok()) result["error"] = st.message();
   d.Finish(result);
   d.control.reset();
   return st.ok() ? kExitOk : kExitError;
+}
+
+// GitHub Actions reads step outputs from the file named by $GITHUB_OUTPUT; the names follow
+// actions/cache so workflows can switch without renaming.
+void WriteGithubOutput(const MountOptions& opts, const Json& info, Io& io) {
+  if (opts.key.empty()) return;
+  std::string path = opts.github_output;
+  if (path.empty()) {
+    const char* env = std::getenv("GITHUB_OUTPUT");
+    if (!env || !*env) return;
+    path = env;
+  }
+  std::ofstream out(path, std::ios::app);
+  if (!out) {
+    io.err << "stashfs: warning: cannot append to the GitHub output file " << path << "\n";
+    return;
+  }
+  std::string matched = info.contains("matched_key") && info["matched_key"].is_string()
+                            ? info["matched_key"].get<std::string>()
+                            : "";
+  out << "cache-hit=" << (info.value("result", "") == "exact" ? "true" : "false") << "\n"
+      << "cache-result=" << info.value("result", "") << "\n"
+      << "cache-primary-key=" << opts.key << "\n"
+      << "cache-matched-key=" << matched << "\n";
 }
 
 }  // namespace
@@ -249,6 +408,13 @@ int CmdMount(const GlobalOptions& g, const MountOptions& in, Io& io) {
   opts.dir = AbsolutePath(in.dir);
   if (!opts.volume.empty()) {
     if (Status s = ValidateName("volume name", opts.volume, 128); !s.ok()) return Fail(io, s);
+  }
+  if (!opts.key.empty()) {
+    if (Status s = ValidateName("key", opts.key, 512); !s.ok()) return Fail(io, s);
+    for (const auto& p : opts.restore_keys)
+      if (Status s = ValidateName("restore key", p, 512); !s.ok()) return Fail(io, s);
+  } else if (!opts.restore_keys.empty() || opts.no_save) {
+    return Fail(io, Status::Invalid("--restore-key and --no-save need --key"));
   }
   if (Status s = CheckMountpoint(opts.dir); !s.ok()) return Fail(io, s);
   if (opts.foreground) return RunDaemon(g, opts, -1, io);
@@ -280,6 +446,7 @@ int CmdMount(const GlobalOptions& g, const MountOptions& in, Io& io) {
   ::close(pipefd[0]);
   if (line.rfind("OK ", 0) == 0) {
     Json info = Json::parse(line.substr(3), nullptr, false);
+    WriteGithubOutput(opts, info, io);
     if (opts.output == "json") {
       io.out << info.dump() << "\n";
     } else {

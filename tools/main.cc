@@ -19,13 +19,13 @@ int main(int argc, char** argv) {
   auto* mount = app.add_subcommand("mount", "mount a volume or a cache key at DIR");
   auto* vol =
       mount->add_option("--volume", m.volume, "named, long-lived volume (default: 'default')");
-  auto* key =
+  auto* key_opt =
       mount->add_option("--key", m.key, "cache key: restore it, save the tree under it at umount");
-  key->excludes(vol);
+  key_opt->excludes(vol);
   mount
       ->add_option("--restore-key", m.restore_keys,
                    "prefix to restore from when KEY is missing (repeatable)")
-      ->needs(key);
+      ->needs(key_opt);
   mount->add_flag("--foreground,-f", m.foreground, "do not daemonize");
   mount->add_flag("--allow-other", m.allow_other, "let other users (and Docker) use the mount");
   mount->add_flag("--read-only", m.read_only, "mount read-only");
@@ -47,6 +47,34 @@ int main(int argc, char** argv) {
   status->add_option("DIR", dir, "mountpoint")->required();
   status->add_flag("--json", json, "machine-readable output");
 
+  std::string key;
+  bool update = false;
+  auto* save = app.add_subcommand("save", "snapshot a live mount under a key without unmounting");
+  save->add_option("DIR", dir, "mountpoint")->required();
+  save->add_option("--key", key, "key to save under")->required();
+  save->add_flag("--update", update, "move the key if it exists (keys are immutable otherwise)");
+
+  auto* ls = app.add_subcommand("ls", "list snapshots and volumes");
+  ls->add_flag("--json", json, "machine-readable output");
+
+  std::string name, only;
+  auto* rm = app.add_subcommand("rm", "forget a snapshot or volume (data goes at the next gc)");
+  rm->add_option("NAME", name, "snapshot key or volume name")->required();
+  auto* rm_snap = rm->add_flag_callback(
+      "--snapshot", [&] { only = "snapshot"; }, "NAME is a key");
+  rm->add_flag_callback(
+        "--volume", [&] { only = "volume"; }, "NAME is a volume")
+      ->excludes(rm_snap);
+
+  std::string file;
+  auto* exp = app.add_subcommand("export", "write a snapshot to one portable file");
+  exp->add_option("KEY", key, "snapshot key")->required();
+  exp->add_option("-o,--output", file, "file to write")->required();
+
+  auto* imp = app.add_subcommand("import", "add a snapshot from an exported file");
+  imp->add_option("FILE", file, "exported file")->required()->check(CLI::ExistingFile);
+  imp->add_option("--key", key, "save under this key instead of the one in the file");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -58,5 +86,10 @@ int main(int argc, char** argv) {
   if (*umount) return CmdUmount(g, dir, io);
   if (*stats) return CmdStats(g, json, io);
   if (*status) return CmdStatus(g, dir, json, io);
+  if (*save) return CmdSave(g, dir, key, update, io);
+  if (*ls) return CmdList(g, json, io);
+  if (*rm) return CmdRemove(g, name, only, io);
+  if (*exp) return CmdExport(g, key, file, io);
+  if (*imp) return CmdImport(g, file, key, io);
   return kExitUsage;
 }
