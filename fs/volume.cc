@@ -1148,6 +1148,18 @@ void Volume::CommitterLoop() {
       if (!s.ok()) RecordError(s);
     }
     TrimScratch();
+    objects_->DropDeletedPacks();
+    // Prune evicts least recently used volumes first: keep ours fresh while it is in use, at most
+    // one catalog write a minute.
+    auto now = std::chrono::steady_clock::now();
+    uint64_t activity =
+        counters_.lookups.load() + data_.bytes_written.load() + data_.bytes_read_store.load();
+    if (activity != last_activity_ && now - last_touch_ > std::chrono::minutes(1)) {
+      last_activity_ = activity;
+      last_touch_ = now;
+      Status s = store_->TouchVolume(info_.id);
+      if (!s.ok()) RecordError(s);
+    }
   }
 }
 

@@ -271,6 +271,8 @@ class Volume {
 
   std::mutex error_mu_;
   Status background_error_;
+  uint64_t last_activity_ = 0;  // committer thread only
+  std::chrono::steady_clock::time_point last_touch_;
 };
 
 }  // namespace stashfs::fs

@@ -27,7 +27,7 @@ CREATE TABLE objects(
   id INTEGER PRIMARY KEY,
   hash BLOB NOT NULL,
   kind INTEGER NOT NULL,
-  block_id INTEGER NOT NULL,
+  block_id INTEGER NOT NULL,         -- 0: lost (fsck found it damaged); the next put heals it
   offset INTEGER NOT NULL,           -- within the block's uncompressed bytes
   size INTEGER NOT NULL,
   refs INTEGER NOT NULL DEFAULT 0,   -- references from roots and from referenced objects
@@ -58,7 +58,8 @@ CREATE TABLE volumes(
   source TEXT,                       -- the snapshot key it was restored from
   created INTEGER NOT NULL,
   updated INTEGER NOT NULL,
-  last_used INTEGER NOT NULL);
+  last_used INTEGER NOT NULL,
+  damaged INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE snapshots(
   id INTEGER PRIMARY KEY,
   key TEXT NOT NULL UNIQUE,

@@ -64,6 +64,12 @@ class PosixFile final : public File {
     return static_cast<uint64_t>(st.st_size);
   }
 
+  Result<uint64_t> link_count() override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return Status::IOError("stat " + path_, errno);
+    return static_cast<uint64_t>(st.st_nlink);
+  }
+
  private:
   int fd_;
 };

@@ -25,6 +25,8 @@ class File {
   virtual Status sync(bool metadata) = 0;
   virtual Status truncate(uint64_t size) = 0;
   virtual Result<uint64_t> size() = 0;
+  // Names the file has; 0 once it was deleted while open.
+  virtual Result<uint64_t> link_count() = 0;
   const std::string& path() const { return path_; }
 
  protected:

@@ -82,9 +82,10 @@ Result<bool> ObjectStore::PinIfCatalogued(const ObjectKey& key, uint64_t gen) {
   // a fresh copy) or our pin exists before gc can look at the object again.
   auto w = catalog_->write();
   ASSIGN_OR_RETURN(
-      auto q, w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
-                         "WHERE hash=? AND kind=? ON CONFLICT(mount_id, object_id) DO UPDATE SET "
-                         "gen=max(gen, excluded.gen)"));
+      auto q,
+      w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
+                 "WHERE hash=? AND kind=? AND block_id != 0 ON CONFLICT(mount_id, object_id) "
+                 "DO UPDATE SET gen=max(gen, excluded.gen)"));
   RETURN_IF_ERROR(q.bind(1, mount_id_)
                       .bind(2, gen)
                       .bind(3, key.hash)
@@ -327,9 +328,15 @@ Status ObjectStore::Flush() {
           auto ins_block,
           w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
                      "VALUES(?, ?, ?, ?, ?, ?)"));
-      ASSIGN_OR_RETURN(auto ins_obj, w->Prepare("INSERT INTO objects(hash, kind, block_id, offset, "
-                                                "size, created) VALUES(?, ?, ?, ?, ?, ?) "
-                                                "ON CONFLICT(hash, kind) DO NOTHING"));
+      ASSIGN_OR_RETURN(
+          auto ins_obj,
+          w->Prepare(
+              "INSERT INTO objects(hash, kind, block_id, offset, size, created) "
+              "VALUES(?, ?, ?, ?, ?, ?) "
+              // A lost object (fsck found its data damaged) is healed by the first writer that
+              // stores the same bytes again: every snapshot referring to it then reads the copy.
+              "ON CONFLICT(hash, kind) DO UPDATE SET block_id=excluded.block_id, "
+              "offset=excluded.offset WHERE objects.block_id = 0"));
       ASSIGN_OR_RETURN(
           auto pin,
           w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
@@ -446,6 +453,11 @@ void ObjectStore::CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b)
   }
 }
 
+void ObjectStore::DropDeletedPacks() {
+  for (int64_t id : packs_.Deleted())
+    ForgetPack(id);
+}
+
 void ObjectStore::ForgetPack(int64_t pack_id) {
   packs_.Drop(pack_id);
   std::lock_guard lock(cache_mu_);
@@ -521,13 +533,18 @@ Result<ObjectData> ObjectStore::GetFromCatalog(const ObjectKey& key, bool retry)
         auto q,
         r->Prepare(
             "SELECT o.offset, o.size, b.pack_id, b.offset, b.header_len, b.stored_len, b.raw_len, "
-            "b.codec FROM objects o JOIN blocks b ON b.id = o.block_id WHERE o.hash=? AND "
-            "o.kind=?"));
+            "b.codec, o.block_id FROM objects o LEFT JOIN blocks b ON b.id = o.block_id "
+            "WHERE o.hash=? AND o.kind=?"));
     q.bind(1, key.hash).bind(2, static_cast<int>(key.kind));
     ASSIGN_OR_RETURN(bool row, q.step());
     if (!row) {
       return Status::NotFound(std::string(KindName(key.kind)) + " " + key.hash.hex() +
                               " is not in the store");
+    }
+    if (q.i64(8) == 0 || q.is_null(2)) {
+      return Status::Corruption(std::string(KindName(key.kind)) + " " + key.hash.hex() +
+                                " was lost (fsck found its stored data damaged); rewrite the files "
+                                "that use it, and it is healed everywhere");
     }
     offset = static_cast<uint32_t>(q.i64(0));
     size = static_cast<uint32_t>(q.i64(1));
@@ -588,7 +605,8 @@ Result<bool> ObjectStore::Has(ObjectKind kind, const Hash& hash) {
     if (pending_.count(ObjectKey{hash, kind})) return true;
   }
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT 1 FROM objects WHERE hash=? AND kind=?"));
+  ASSIGN_OR_RETURN(auto q,
+                   r->Prepare("SELECT 1 FROM objects WHERE hash=? AND kind=? AND block_id != 0"));
   q.bind(1, hash).bind(2, static_cast<int>(kind));
   return q.step();
 }

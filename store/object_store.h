@@ -146,6 +146,9 @@ class ObjectStore {
   ObjectStoreCounters& counters() { return counters_; }
   // Forgets cached blocks of a pack (gc rewrote or removed it).
   void ForgetPack(int64_t pack_id);
+  // Closes packs that gc deleted, so their disk space is really freed (mounts call this
+  // periodically: an open file keeps its blocks allocated).
+  void DropDeletedPacks();
 
  private:
   struct OpenBlock {

@@ -134,6 +134,16 @@ void PackFiles::Drop(int64_t pack_id) {
   open_.erase(it);
 }
 
+std::vector<int64_t> PackFiles::Deleted() {
+  std::vector<int64_t> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [id, slot] : open_) {
+    auto links = slot.file->link_count();
+    if (links.ok() && *links == 0) out.push_back(id);
+  }
+  return out;
+}
+
 Status PackFiles::ReadPayload(const BlockLocation& loc, std::vector<uint8_t>* out) {
   ASSIGN_OR_RETURN(auto file, Get(loc.pack_id));
   out->resize(loc.stored_len);

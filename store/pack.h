@@ -76,6 +76,8 @@ class PackFiles {
   Result<std::shared_ptr<File>> Get(int64_t pack_id);
   // Forgets an open pack (after gc deleted or rewrote it).
   void Drop(int64_t pack_id);
+  // Open packs whose file has been deleted (link count 0).
+  std::vector<int64_t> Deleted();
   // Reads the stored payload of a block.
   Status ReadPayload(const BlockLocation& loc, std::vector<uint8_t>* out);
 

@@ -39,6 +39,13 @@ int CmdList(const GlobalOptions& g, bool json, Io& io);
 int CmdRemove(const GlobalOptions& g, const std::string& name, const std::string& only, Io& io);
 int CmdExport(const GlobalOptions& g, const std::string& key, const std::string& file, Io& io);
 int CmdImport(const GlobalOptions& g, const std::string& file, const std::string& key, Io& io);
+int CmdGc(const GlobalOptions& g, bool dry_run, bool json, Io& io);
+int CmdPrune(const GlobalOptions& g, const std::string& max_size, const std::string& max_age,
+             bool dry_run, bool json, Io& io);
+int CmdFsck(const GlobalOptions& g, bool repair, double sample_percent, bool json, Io& io);
+// No key: print every key; key only: print it; key and value: set it in the store's config.
+int CmdConfig(const GlobalOptions& g, const std::string& key, const std::string& value, bool unset,
+              Io& io);
 
 // The live daemon serving `dir` in this store, or an error that says what to do.
 Result<MountInfo> DaemonFor(Store& store, const std::string& dir);

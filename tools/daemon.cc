@@ -14,6 +14,8 @@
 
 #include "fs/session.h"
 #include "fs/volume.h"
+#include "store/config.h"
+#include "store/maintenance.h"
 #include "tools/commands.h"
 #include "tools/control.h"
 #include "tools/util.h"
@@ -66,6 +68,7 @@ struct KeyState {
 
 struct Daemon {
   MountOptions opts;
+  Config config;
   KeyState key;
   std::unique_ptr<Store> store;
   VolumeInfo volume_info;
@@ -139,6 +142,44 @@ struct Daemon {
            FormatSize(store->objects().counters().new_stored_bytes.load()) + " of new data stored)";
   }
 
+  // ccache-style automatic cleanup: once the store is over max_size, prune it down to the low
+  // watermark, so the next saves do not each have to prune again.
+  std::string AutoPrune() {
+    if (!config.max_size) return "";
+    auto usage = DiskUsage(*store);
+    if (!usage.ok() || *usage <= config.max_size) return "";
+    PruneOptions po;
+    po.max_size =
+        static_cast<uint64_t>(static_cast<double>(config.max_size) * config.prune_low_watermark);
+    po.max_age = config.max_age;
+    auto r = Prune(*store, po);
+    if (!r.ok()) {
+      std::fprintf(stderr, "stashfs: automatic prune: %s\n", r.status().message().c_str());
+      return r.status().code() == Code::kBusy ? ""
+                                              : "automatic prune failed: " + r.status().message();
+    }
+    return "pruned " + std::to_string(r->evicted.size()) +
+           " least recently used snapshots/volumes (store " + FormatSize(r->disk_bytes_before) +
+           " -> " + FormatSize(r->disk_bytes_after) + ", max_size " + FormatSize(config.max_size) +
+           ")";
+  }
+
+  void RecordCounters() {
+    auto& c = volume->counters();
+    auto& d = volume->data();
+    for (const auto& [name, v] : std::vector<std::pair<const char*, uint64_t>>{
+             {"mounts", 1},
+             {"lookups", c.lookups.load()},
+             {"negative_lookups", c.negative_lookups.load()},
+             {"files_created", c.files_created.load()},
+             {"bytes_written", d.bytes_written.load()},
+             {"bytes_read_from_store", d.bytes_read_store.load()},
+             {"files_read_from_store", c.files_read_from_base.load()}}) {
+      Status s = store->AddCounter(name, static_cast<int64_t>(v));
+      if (!s.ok()) std::fprintf(stderr, "stashfs: %s\n", s.message().c_str());
+    }
+  }
+
   void HandleControl(const Json& req, std::shared_ptr<ControlConnection> conn) {
     std::string cmd = req.value("cmd", "");
     if (cmd == "status") {
@@ -148,7 +189,12 @@ struct Daemon {
       if (s.ok()) s = volume->Sync();
       conn->Send({{"ok", s.ok()}, {"final", true}, {"error", s.message()}});
     } else if (cmd == "save") {
-      conn->Send(Save(req.value("key", ""), req.value("update", false)));
+      Json reply = Save(req.value("key", ""), req.value("update", false));
+      if (reply.value("saved", false)) {
+        std::string pruned = AutoPrune();
+        if (!pruned.empty()) reply["message"] = reply.value("message", "") + "; " + pruned;
+      }
+      conn->Send(reply);
     } else if (cmd == "umount") {
       // Make the data safe while still mounted, so a busy mount fails without losing anything;
       // the final commit after the loop ends covers what is written in between.
@@ -267,6 +313,11 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   d.opts = opts;
   StoreOptions so;
   so.dir = StoreDir(g);
+  auto config = LoadConfig(Env::Default(), so.dir);
+  if (!config.ok()) return fail(config.status());
+  d.config = *config;
+  so.objects.compression_level = d.config.compression_level;
+  so.objects.block_cache_bytes = d.config.block_cache_size;
   auto store = Store::Open(so);
   if (!store.ok()) return fail(store.status().context("opening store " + so.dir));
   d.store = std::move(*store);
@@ -301,6 +352,8 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
 
   fs::VolumeOptions vo;
   vo.read_only = opts.read_only;
+  vo.commit_interval_s = d.config.commit_interval;
+  vo.mem_total_max = static_cast<int64_t>(d.config.memory_staging_size);
   auto volume = fs::Volume::Open(d.store.get(), d.volume_info, vo);
   if (!volume.ok()) return fail(volume.status());
   d.volume = std::move(*volume);
@@ -357,6 +410,7 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
       st = saved.status();
     }
   }
+  d.RecordCounters();
   Json result = {{"final", true}, {"root", d.volume->committed_root().hex()}};
   d.session.reset();
   d.volume.reset();
@@ -364,6 +418,10 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
     // The private volume of a key mount is never needed again: the key holds what to keep.
     Status del = d.store->DeleteVolume(d.volume_info.id);
     if (st.ok()) st = del;
+  }
+  if (st.ok() && !opts.read_only) {
+    std::string pruned = d.AutoPrune();
+    if (!pruned.empty()) done += "; " + pruned;
   }
   Status unreg = d.store->UnregisterWriter();
   if (st.ok()) st = unreg;

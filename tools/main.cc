@@ -75,6 +75,34 @@ int main(int argc, char** argv) {
   imp->add_option("FILE", file, "exported file")->required()->check(CLI::ExistingFile);
   imp->add_option("--key", key, "save under this key instead of the one in the file");
 
+  bool dry_run = false;
+  auto* gc = app.add_subcommand("gc", "delete data nothing references; safe while mounts are live");
+  gc->add_flag("--dry-run", dry_run, "only report what would be freed");
+  gc->add_flag("--json", json, "machine-readable output");
+
+  std::string max_size, max_age;
+  auto* prune = app.add_subcommand(
+      "prune", "evict least-recently-used snapshots and volumes to a size and age");
+  prune->add_option("--max-size", max_size, "store size to get under, e.g. 20G (default: config)");
+  prune->add_option("--max-age", max_age, "evict what was unused for longer, e.g. 14d");
+  prune->add_flag("--dry-run", dry_run, "only report what would be evicted");
+  prune->add_flag("--json", json, "machine-readable output");
+
+  bool repair = false;
+  double sample = 100;
+  auto* fsck = app.add_subcommand("fsck", "check the catalog and re-hash stored data");
+  fsck->add_flag("--repair", repair, "isolate damage: mark damaged data lost, fix counts");
+  fsck->add_option("--sample", sample,
+                   "re-hash this percentage of data, least recently checked first");
+  fsck->add_flag("--json", json, "machine-readable output");
+
+  std::string value;
+  bool unset = false;
+  auto* config = app.add_subcommand("config", "show or set store configuration");
+  config->add_option("KEY", name, "config key");
+  config->add_option("VALUE", value, "new value (stored in STORE/config)");
+  config->add_flag("--unset", unset, "remove KEY from STORE/config");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -91,5 +119,9 @@ int main(int argc, char** argv) {
   if (*rm) return CmdRemove(g, name, only, io);
   if (*exp) return CmdExport(g, key, file, io);
   if (*imp) return CmdImport(g, file, key, io);
+  if (*gc) return CmdGc(g, dry_run, json, io);
+  if (*prune) return CmdPrune(g, max_size, max_age, dry_run, json, io);
+  if (*fsck) return CmdFsck(g, repair, sample, json, io);
+  if (*config) return CmdConfig(g, name, value, unset, io);
   return kExitUsage;
 }

@@ -5,14 +5,11 @@
 #include <optional>
 #include <string>
 
+#include "store/config.h"
 #include "store/status.h"
 
 namespace stashfs::cli {
 
-// "10G", "500MiB", "1.5GB", "4096" -> bytes. Powers of 1024 (K=Ki), as du and ccache do.
-Result<uint64_t> ParseSize(const std::string& s);
-// "7d", "12h", "30m", "90s", "2w" -> seconds.
-Result<int64_t> ParseAge(const std::string& s);
 std::string FormatSize(uint64_t bytes);
 std::string FormatAge(int64_t seconds);
 std::string FormatTime(int64_t unix_seconds);

@@ -1,0 +1,779 @@
+#include "store/maintenance.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "store/codec.h"
+#include "store/pack.h"
+#include "store/sqlite.h"
+
+namespace stashfs {
+
+namespace {
+
+Result<std::unique_ptr<FileLock>> LockMaintenance(Store& store) {
+  auto lock = FileLock::TryExclusive(store.run_dir() + "/maintenance.lock");
+  if (!lock.ok() && lock.status().code() == Code::kBusy) {
+    return Status::Busy("another gc, prune or fsck is running on store " + store.dir() +
+                        "; wait for it to finish");
+  }
+  return lock;
+}
+
+uint64_t FileSizeOr0(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+// The pack files on disk, by id.
+std::map<int64_t, std::string> PackFilesOnDisk(Store& store) {
+  std::map<int64_t, std::string> out;
+  std::error_code ec;
+  for (auto& sub : std::filesystem::directory_iterator(store.objects().packs_dir(), ec)) {
+    if (!sub.is_directory()) continue;
+    for (auto& f : std::filesystem::directory_iterator(sub.path(), ec)) {
+      std::string name = f.path().filename().string();
+      if (name.size() != 21 || name.substr(16) != ".pack") continue;
+      char* end = nullptr;
+      long long id = std::strtoll(name.substr(0, 16).c_str(), &end, 16);
+      if (*end == '\0') out[id] = f.path().string();
+    }
+  }
+  return out;
+}
+
+struct PackUse {
+  int64_t id;
+  int state;
+  uint64_t live;  // bytes of blocks that keep at least one live object
+  uint64_t file;  // bytes of the file on disk
+};
+
+// Live bytes per pack, counting only blocks with an object that is referenced or pinned.
+Result<std::vector<PackUse>> PackUsage(Store& store) {
+  ASSIGN_OR_RETURN(auto r, store.catalog().read());
+  ASSIGN_OR_RETURN(
+      auto q,
+      r->Prepare("WITH live AS (SELECT DISTINCT block_id FROM objects o WHERE block_id != 0 AND "
+                 "(refs > 0 OR "
+                 "EXISTS (SELECT 1 FROM pins p WHERE p.object_id = o.id))) "
+                 "SELECT p.id, p.state, coalesce(sum(b.header_len + b.stored_len), 0) FROM packs p "
+                 "LEFT JOIN blocks b ON b.pack_id = p.id AND b.id IN (SELECT block_id FROM live) "
+                 "GROUP BY p.id ORDER BY p.id"));
+  std::vector<PackUse> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (!row) break;
+    int64_t id = q.i64(0);
+    out.push_back({id, static_cast<int>(q.i64(1)), static_cast<uint64_t>(q.i64(2)),
+                   FileSizeOr0(PackPath(store.objects().packs_dir(), id))});
+  }
+  return out;
+}
+
+// Writes blocks into new packs owned by this process (gc's compaction output).
+class PackAppender {
+ public:
+  explicit PackAppender(Store& store) : store_(store) {}
+  Result<BlockLocation> Append(const std::vector<uint8_t>& header, const uint8_t* payload,
+                               size_t payload_len, const BlockHeader& h) {
+    if (!file_ || size_ >= store_.objects().options().pack_target) RETURN_IF_ERROR(Roll());
+    RETURN_IF_ERROR(file_->pwrite(size_, header.data(), header.size()));
+    RETURN_IF_ERROR(file_->pwrite(size_ + header.size(), payload, payload_len));
+    BlockLocation loc{id_,          size_,     static_cast<uint32_t>(header.size()),
+                      h.stored_len, h.raw_len, h.codec};
+    size_ += header.size() + payload_len;
+    return loc;
+  }
+  Status Sync() { return file_ ? file_->sync(false) : Status::Ok(); }
+  int64_t id() const { return id_; }
+  uint64_t size() const { return size_; }
+  // Marks every pack written sealed.
+  Status Seal() {
+    RETURN_IF_ERROR(Sync());
+    auto w = store_.catalog().write();
+    ASSIGN_OR_RETURN(auto q,
+                     w->Prepare("UPDATE packs SET state=1, writer=NULL, size=? WHERE id=?"));
+    for (auto& [id, size] : sizes_) {
+      if (id == id_) size = size_;
+      RETURN_IF_ERROR(q.bind(1, size).bind(2, id).run());
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status Roll() {
+    if (file_) {
+      RETURN_IF_ERROR(file_->sync(false));
+      sizes_[id_] = size_;
+    }
+    {
+      auto w = store_.catalog().write();
+      ASSIGN_OR_RETURN(
+          auto q, w->Prepare("INSERT INTO packs(state, size, writer, created) VALUES(0, ?, ?, ?)"));
+      RETURN_IF_ERROR(q.bind(1, static_cast<int64_t>(kPackHeaderSize))
+                          .bind(2, store_.writer_id())
+                          .bind(3, NowSeconds())
+                          .run());
+      id_ = w->last_insert_rowid();
+    }
+    std::string path = PackPath(store_.objects().packs_dir(), id_);
+    std::string dir = path.substr(0, path.find_last_of('/'));
+    RETURN_IF_ERROR(store_.env()->MakeDirs(dir, 0700));
+    ASSIGN_OR_RETURN(file_, store_.env()->Open(path, O_RDWR | O_CREAT | O_EXCL, 0600));
+    auto header = EncodePackHeader();
+    RETURN_IF_ERROR(file_->pwrite(0, header.data(), header.size()));
+    RETURN_IF_ERROR(file_->sync(true));
+    RETURN_IF_ERROR(store_.env()->SyncDir(dir));
+    size_ = kPackHeaderSize;
+    sizes_[id_] = size_;
+    return Status::Ok();
+  }
+  Store& store_;
+  std::unique_ptr<File> file_;
+  int64_t id_ = 0;
+  uint64_t size_ = 0;
+  std::map<int64_t, uint64_t> sizes_;
+};
+
+struct ObjRow {
+  int64_t id;
+  Hash hash;
+  ObjectKind kind;
+  uint32_t offset;
+  uint32_t size;
+};
+
+// Rewrites the live blocks of pack `pack_id` into `out` and drops the old pack.
+Status CompactPack(Store& store, int64_t pack_id, PackAppender& out) {
+  struct Block {
+    int64_t id;
+    BlockLocation loc;
+    std::vector<ObjRow> objs;
+  };
+  std::vector<Block> blocks;
+  {
+    ASSIGN_OR_RETURN(auto r, store.catalog().read());
+    ASSIGN_OR_RETURN(
+        auto qb,
+        r->Prepare(
+            "SELECT id, offset, header_len, stored_len, raw_len, codec FROM blocks WHERE pack_id=? "
+            "ORDER BY offset"));
+    qb.bind(1, pack_id);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, qb.step());
+      if (!row) break;
+      blocks.push_back({qb.i64(0),
+                        {pack_id, static_cast<uint64_t>(qb.i64(1)),
+                         static_cast<uint32_t>(qb.i64(2)), static_cast<uint32_t>(qb.i64(3)),
+                         static_cast<uint32_t>(qb.i64(4)), static_cast<Codec>(qb.i64(5))},
+                        {}});
+    }
+    ASSIGN_OR_RETURN(
+        auto qo,
+        r->Prepare(
+            "SELECT id, hash, kind, offset, size FROM objects WHERE block_id=? ORDER BY offset"));
+    for (auto& b : blocks) {
+      qo.bind(1, b.id);
+      for (;;) {
+        ASSIGN_OR_RETURN(bool row, qo.step());
+        if (!row) break;
+        b.objs.push_back({qo.i64(0), qo.hash(1), static_cast<ObjectKind>(qo.i64(2)),
+                          static_cast<uint32_t>(qo.i64(3)), static_cast<uint32_t>(qo.i64(4))});
+      }
+      RETURN_IF_ERROR(qo.run());
+    }
+  }
+  ASSIGN_OR_RETURN(auto file, store.objects().packs().Get(pack_id));
+  struct Moved {
+    BlockLocation loc;
+    std::vector<std::pair<int64_t, uint32_t>> objects;  // object id -> new offset
+  };
+  std::vector<Moved> moved;
+  for (const auto& b : blocks) {
+    if (b.objs.empty()) continue;
+    std::vector<uint8_t> bytes(b.loc.header_len + b.loc.stored_len);
+    size_t got = 0;
+    RETURN_IF_ERROR(file->pread(b.loc.offset, bytes.data(), bytes.size(), &got));
+    if (got != bytes.size())
+      return Status::Corruption("pack " + std::to_string(pack_id) + " is short");
+    size_t hlen = 0;
+    ASSIGN_OR_RETURN(BlockHeader h, DecodeBlockHeader(bytes, &hlen));
+    Moved m;
+    if (h.entries.size() == b.objs.size()) {
+      // Fully live: copy the block as it is.
+      std::vector<uint8_t> header(bytes.begin(), bytes.begin() + static_cast<long>(hlen));
+      ASSIGN_OR_RETURN(m.loc, out.Append(header, bytes.data() + hlen, b.loc.stored_len, h));
+      for (const auto& o : b.objs)
+        m.objects.emplace_back(o.id, o.offset);
+    } else {
+      // Partly dead: keep only the live objects, re-verified on the way.
+      std::vector<uint8_t> raw;
+      RETURN_IF_ERROR(Decompress(b.loc.codec,
+                                 std::span<const uint8_t>(bytes.data() + hlen, b.loc.stored_len),
+                                 b.loc.raw_len, &raw));
+      BlockHeader nh;
+      std::vector<uint8_t> live;
+      for (const auto& o : b.objs) {
+        std::span<const uint8_t> data(raw.data() + o.offset, o.size);
+        if (uint64_t{o.offset} + o.size > raw.size() || Hash::Of(data) != o.hash)
+          return Status::Corruption("object " + o.hash.hex() +
+                                    " is damaged; run `stashfs fsck --repair`");
+        nh.entries.push_back({o.kind, static_cast<uint32_t>(live.size()), o.size, o.hash});
+        m.objects.emplace_back(o.id, static_cast<uint32_t>(live.size()));
+        live.insert(live.end(), data.begin(), data.end());
+      }
+      Compressed c = Compress(live, store.objects().options().compression_level);
+      nh.codec = c.codec;
+      nh.raw_len = static_cast<uint32_t>(live.size());
+      nh.stored_len = static_cast<uint32_t>(c.data.size());
+      ASSIGN_OR_RETURN(m.loc, out.Append(EncodeBlockHeader(nh), c.data.data(), c.data.size(), nh));
+    }
+    moved.push_back(std::move(m));
+  }
+  RETURN_IF_ERROR(out.Sync());
+  {
+    auto w = store.catalog().write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(
+        auto ins,
+        w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
+                   "VALUES(?, ?, ?, ?, ?, ?)"));
+    ASSIGN_OR_RETURN(auto upd, w->Prepare("UPDATE objects SET block_id=?, offset=? WHERE id=?"));
+    for (const auto& m : moved) {
+      RETURN_IF_ERROR(ins.bind(1, m.loc.pack_id)
+                          .bind(2, m.loc.offset)
+                          .bind(3, m.loc.header_len)
+                          .bind(4, m.loc.stored_len)
+                          .bind(5, m.loc.raw_len)
+                          .bind(6, static_cast<int>(m.loc.codec))
+                          .run());
+      int64_t block = w->last_insert_rowid();
+      for (const auto& [id, off] : m.objects)
+        RETURN_IF_ERROR(upd.bind(1, block).bind(2, off).bind(3, id).run());
+    }
+    ASSIGN_OR_RETURN(auto del_blocks, w->Prepare("DELETE FROM blocks WHERE pack_id=?"));
+    RETURN_IF_ERROR(del_blocks.bind(1, pack_id).run());
+    ASSIGN_OR_RETURN(auto del_pack, w->Prepare("DELETE FROM packs WHERE id=?"));
+    RETURN_IF_ERROR(del_pack.bind(1, pack_id).run());
+    ASSIGN_OR_RETURN(auto size, w->Prepare("UPDATE packs SET size=? WHERE id=?"));
+    RETURN_IF_ERROR(size.bind(1, out.size()).bind(2, out.id()).run());
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  // Readers that looked the old location up before the commit retry on ENOENT.
+  store.objects().ForgetPack(pack_id);
+  return store.env()->Remove(PackPath(store.objects().packs_dir(), pack_id));
+}
+
+Result<GcReport> CollectGarbageLocked(Store& store, const GcOptions& o) {
+  GcReport r;
+  RETURN_IF_ERROR(store.ReapDeadWriters());
+  ASSIGN_OR_RETURN(r.disk_bytes_before, DiskUsage(store));
+  auto& cat = store.catalog();
+  // 1. Objects nothing references and no writer pins. Their children were released when their
+  // own count reached zero, so deleting them needs no walk.
+  if (o.dry_run) {
+    ASSIGN_OR_RETURN(auto rd, cat.read());
+    ASSIGN_OR_RETURN(
+        auto q,
+        rd->Prepare(
+            "SELECT count(*), coalesce(sum(size), 0) FROM objects o WHERE refs = 0 AND NOT EXISTS "
+            "(SELECT 1 FROM pins p WHERE p.object_id = o.id)"));
+    ASSIGN_OR_RETURN(bool row, q.step());
+    if (row) {
+      r.objects_deleted = static_cast<uint64_t>(q.i64(0));
+      r.object_bytes_deleted = static_cast<uint64_t>(q.i64(1));
+    }
+  } else {
+    for (;;) {
+      auto w = cat.write();
+      Txn txn(w.db());
+      RETURN_IF_ERROR(txn.Begin());
+      // Small transactions: mounts committing meanwhile wait at most one batch.
+      ASSIGN_OR_RETURN(
+          auto q,
+          w->Prepare(
+              "DELETE FROM objects WHERE id IN (SELECT id FROM objects o WHERE refs = 0 AND NOT "
+              "EXISTS (SELECT 1 FROM pins p WHERE p.object_id = o.id) LIMIT 5000) RETURNING size"));
+      uint64_t n = 0;
+      for (;;) {
+        ASSIGN_OR_RETURN(bool row, q.step());
+        if (!row) break;
+        ++n;
+        r.object_bytes_deleted += static_cast<uint64_t>(q.i64(0));
+      }
+      RETURN_IF_ERROR(txn.Commit());
+      r.objects_deleted += n;
+      if (n == 0) break;
+    }
+    auto w = cat.write();
+    RETURN_IF_ERROR(
+        w->Exec("DELETE FROM blocks WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE "
+                "o.block_id = blocks.id)"));
+  }
+  // 2. Packs: delete the empty, rewrite the mostly dead. Open packs belong to live writers.
+  ASSIGN_OR_RETURN(auto usage, PackUsage(store));
+  uint64_t freed = 0;
+  std::unique_ptr<PackAppender> out;
+  size_t done = 0;
+  for (const auto& p : usage) {
+    if (o.progress) o.progress(++done, usage.size());
+    if (p.state != 1) continue;
+    if (p.live == 0) {
+      r.packs_deleted++;
+      freed += p.file;
+      if (o.dry_run) continue;
+      {
+        auto w = cat.write();
+        Txn txn(w.db());
+        RETURN_IF_ERROR(txn.Begin());
+        ASSIGN_OR_RETURN(auto db, w->Prepare("DELETE FROM blocks WHERE pack_id=?"));
+        RETURN_IF_ERROR(db.bind(1, p.id).run());
+        ASSIGN_OR_RETURN(auto dp, w->Prepare("DELETE FROM packs WHERE id=?"));
+        RETURN_IF_ERROR(dp.bind(1, p.id).run());
+        RETURN_IF_ERROR(txn.Commit());
+      }
+      store.objects().ForgetPack(p.id);
+      RETURN_IF_ERROR(store.env()->Remove(PackPath(store.objects().packs_dir(), p.id)));
+      continue;
+    }
+    uint64_t waste = p.file > p.live + kPackHeaderSize ? p.file - p.live - kPackHeaderSize : 0;
+    if (waste < o.compact_min_bytes ||
+        static_cast<double>(p.live) >= o.compact_below * static_cast<double>(p.file))
+      continue;
+    r.packs_compacted++;
+    freed += waste;
+    if (o.dry_run) continue;
+    if (!out) out = std::make_unique<PackAppender>(store);
+    RETURN_IF_ERROR(CompactPack(store, p.id, *out));
+  }
+  if (out) RETURN_IF_ERROR(out->Seal());
+  // 3. Pack files no catalog row names (left by a crash between creating a pack's row and its
+  // file, or after deleting the row). The directory is listed before the rows are read, so a
+  // pack created meanwhile always has its row already.
+  auto files = PackFilesOnDisk(store);
+  std::set<int64_t> rows;
+  {
+    ASSIGN_OR_RETURN(auto rd, cat.read());
+    ASSIGN_OR_RETURN(auto q, rd->Prepare("SELECT id FROM packs"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row) break;
+      rows.insert(q.i64(0));
+    }
+  }
+  for (const auto& [id, path] : files) {
+    if (rows.count(id)) continue;
+    r.orphan_files_removed++;
+    freed += FileSizeOr0(path);
+    if (!o.dry_run) RETURN_IF_ERROR(store.env()->Remove(path));
+  }
+  if (o.dry_run) {
+    r.disk_bytes_after = r.disk_bytes_before > freed ? r.disk_bytes_before - freed : 0;
+  } else {
+    RETURN_IF_ERROR(cat.Checkpoint());
+    ASSIGN_OR_RETURN(r.disk_bytes_after, DiskUsage(store));
+  }
+  return r;
+}
+
+}  // namespace
+
+Result<uint64_t> DiskUsage(Store& store) {
+  uint64_t total = 0;
+  for (const auto& [id, path] : PackFilesOnDisk(store))
+    total += FileSizeOr0(path);
+  for (const char* suffix : {"", "-wal"})
+    total += FileSizeOr0(store.catalog().path() + suffix);
+  return total;
+}
+
+Result<GcReport> CollectGarbage(Store& store, const GcOptions& o) {
+  ASSIGN_OR_RETURN(auto lock, LockMaintenance(store));
+  return CollectGarbageLocked(store, o);
+}
+
+Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
+  ASSIGN_OR_RETURN(auto lock, LockMaintenance(store));
+  PruneReport rep;
+  RETURN_IF_ERROR(store.ReapDeadWriters());
+  ASSIGN_OR_RETURN(rep.disk_bytes_before, DiskUsage(store));
+  uint64_t size = rep.disk_bytes_before;
+  int64_t now = NowSeconds();
+  for (int round = 0; round < 8; ++round) {
+    // What live mounts use: their volumes, and the snapshots they were restored from.
+    std::set<std::string> restored;
+    std::set<int64_t> mounted;
+    ASSIGN_OR_RETURN(auto vols, store.ListVolumes());
+    ASSIGN_OR_RETURN(auto mounts, store.LiveMounts());
+    for (const auto& m : mounts)
+      mounted.insert(m.volume_id);
+    for (const auto& v : vols)
+      if (v.ephemeral && !v.source.empty()) restored.insert(v.source);
+    struct Candidate {
+      std::string kind, name;
+      int64_t id, last_used;
+      Hash root;
+    };
+    std::vector<Candidate> cands;
+    ASSIGN_OR_RETURN(auto snaps, store.ListSnapshots());
+    for (const auto& s : snaps) {
+      if (restored.count(s.key)) {
+        if ((o.max_age && s.last_used < now - o.max_age) || (o.max_size && size > o.max_size))
+          rep.kept_in_use.push_back("snapshot '" + s.key + "' (a live mount restored it)");
+        continue;
+      }
+      cands.push_back({"snapshot", s.key, s.id, s.last_used, s.root});
+    }
+    for (const auto& v : vols) {
+      if (v.ephemeral) continue;
+      if (mounted.count(v.id)) {
+        if ((o.max_age && v.last_used < now - o.max_age) || (o.max_size && size > o.max_size))
+          rep.kept_in_use.push_back("volume '" + v.name + "' (mounted)");
+        continue;
+      }
+      cands.push_back({"volume", v.name, v.id, v.last_used, v.root});
+    }
+    std::sort(cands.begin(), cands.end(), [](const Candidate& a, const Candidate& b) {
+      return a.last_used != b.last_used ? a.last_used < b.last_used : a.id < b.id;
+    });
+    std::vector<std::pair<Candidate, Evicted>> chosen;
+    uint64_t projected = size;
+    for (const auto& c : cands) {
+      bool old = o.max_age && c.last_used < now - o.max_age;
+      bool big = o.max_size && projected > o.max_size;
+      if (!old && !big) {
+        if (!o.max_age) break;  // LRU order: nothing later is older either
+        continue;
+      }
+      ASSIGN_OR_RETURN(uint64_t excl, store.ExclusiveStoredBytes(c.root));
+      projected = projected > excl ? projected - excl : 0;
+      chosen.push_back({c, {c.kind, c.name, c.last_used, excl, old ? "age" : "size"}});
+    }
+    if (chosen.empty()) break;
+    for (auto& [c, e] : chosen) {
+      if (!o.dry_run) {
+        if (c.kind == "snapshot") {
+          RETURN_IF_ERROR(store.DeleteSnapshot(c.id));
+        } else {
+          ASSIGN_OR_RETURN(auto v, store.FindVolumeById(c.id));
+          auto vlock = store.LockVolume(v);
+          if (!vlock.ok()) continue;  // mounted meanwhile: keep it
+          RETURN_IF_ERROR(store.DeleteVolume(c.id));
+        }
+      }
+      rep.evicted.push_back(e);
+    }
+    if (o.dry_run) {
+      size = projected;
+      break;
+    }
+    GcOptions go;
+    go.progress = o.progress;
+    ASSIGN_OR_RETURN(GcReport g, CollectGarbageLocked(store, go));
+    rep.gc.objects_deleted += g.objects_deleted;
+    rep.gc.object_bytes_deleted += g.object_bytes_deleted;
+    rep.gc.packs_deleted += g.packs_deleted;
+    rep.gc.packs_compacted += g.packs_compacted;
+    size = g.disk_bytes_after;
+    // Evicting one snapshot can make data another held in common its own, so the estimate
+    // undercounts; go round again until under the limit or out of candidates.
+    if (!o.max_size || size <= o.max_size) break;
+  }
+  rep.disk_bytes_after = size;
+  return rep;
+}
+
+// ---- fsck --------------------------------------------------------------------------------
+
+namespace {
+
+struct ObjectInfo {
+  int64_t id;
+  int64_t refs;
+  int64_t block_id;
+  int64_t expected = 0;
+  bool damaged = false;
+};
+
+}  // namespace
+
+Result<FsckReport> Fsck(Store& store, const FsckOptions& o) {
+  ASSIGN_OR_RETURN(auto lock, LockMaintenance(store));
+  FsckReport rep;
+  RETURN_IF_ERROR(store.ReapDeadWriters());
+  auto& cat = store.catalog();
+  auto problem = [&](const std::string& s) {
+    if (rep.problems.size() < 1000) rep.problems.push_back(s);
+  };
+
+  // 1. SQLite's own check of the catalog file.
+  {
+    ASSIGN_OR_RETURN(auto r, cat.read());
+    ASSIGN_OR_RETURN(auto q, r->Prepare("PRAGMA integrity_check"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row) break;
+      if (q.text(0) != "ok") problem("catalog: " + q.text(0));
+    }
+  }
+
+  // 2. Every object and its location, read in one transaction (a consistent snapshot while
+  // mounts keep committing).
+  std::unordered_map<ObjectKey, ObjectInfo, ObjectKeyHasher> objects;
+  struct BlockRow {
+    BlockLocation loc;
+    std::vector<BlockEntry> entries;
+    std::vector<ObjectKey> keys;
+    int64_t verified;
+  };
+  std::map<int64_t, BlockRow> blocks;
+  std::vector<std::pair<std::string, Hash>> roots;  // "snapshot 'k'" / "volume 'v'", root
+  std::map<int64_t, uint64_t> pack_sizes;
+  {
+    ASSIGN_OR_RETURN(auto r, cat.read());
+    RETURN_IF_ERROR(r->Exec("BEGIN"));
+    struct End {
+      Db* db;
+      ~End() { db->Exec("COMMIT"); }
+    } end{r.db()};
+    ASSIGN_OR_RETURN(auto qp, r->Prepare("SELECT id, size FROM packs"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, qp.step());
+      if (!row) break;
+      pack_sizes[qp.i64(0)] = static_cast<uint64_t>(qp.i64(1));
+    }
+    ASSIGN_OR_RETURN(
+        auto qb,
+        r->Prepare(
+            "SELECT id, pack_id, offset, header_len, stored_len, raw_len, codec FROM blocks"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, qb.step());
+      if (!row) break;
+      BlockRow b;
+      b.loc = {qb.i64(1),
+               static_cast<uint64_t>(qb.i64(2)),
+               static_cast<uint32_t>(qb.i64(3)),
+               static_cast<uint32_t>(qb.i64(4)),
+               static_cast<uint32_t>(qb.i64(5)),
+               static_cast<Codec>(qb.i64(6))};
+      b.verified = INT64_MAX;
+      blocks[qb.i64(0)] = std::move(b);
+    }
+    ASSIGN_OR_RETURN(
+        auto qo,
+        r->Prepare("SELECT id, hash, kind, block_id, offset, size, refs, verified FROM objects"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, qo.step());
+      if (!row) break;
+      ObjectKey k{qo.hash(1), static_cast<ObjectKind>(qo.i64(2))};
+      int64_t block = qo.i64(3);
+      objects[k] = {qo.i64(0), qo.i64(6), block};
+      if (block == 0) continue;  // already known lost
+      auto b = blocks.find(block);
+      if (b == blocks.end()) {
+        problem(std::string(KindName(k.kind)) + " " + k.hash.hex() +
+                ": its block is missing from the catalog");
+        objects[k].damaged = true;
+        continue;
+      }
+      b->second.entries.push_back(
+          {k.kind, static_cast<uint32_t>(qo.i64(4)), static_cast<uint32_t>(qo.i64(5)), k.hash});
+      b->second.keys.push_back(k);
+      b->second.verified = std::min(b->second.verified, qo.i64(7));
+    }
+    ASSIGN_OR_RETURN(auto qs, r->Prepare("SELECT key, root FROM snapshots"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, qs.step());
+      if (!row) break;
+      roots.emplace_back("snapshot '" + qs.text(0) + "'", qs.hash(1));
+    }
+    ASSIGN_OR_RETURN(auto qv, r->Prepare("SELECT name, root FROM volumes"));
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, qv.step());
+      if (!row) break;
+      roots.emplace_back("volume '" + qv.text(0) + "'", qv.hash(1));
+    }
+  }
+
+  // 3. Packs present and long enough; then re-hash stored data (all, or a sample of the
+  // least recently verified blocks).
+  std::set<int64_t> bad_blocks;
+  for (auto& [id, b] : blocks) {
+    std::string path = PackPath(store.objects().packs_dir(), b.loc.pack_id);
+    if (!pack_sizes.count(b.loc.pack_id)) {
+      problem("block " + std::to_string(id) + ": its pack is missing from the catalog");
+      bad_blocks.insert(id);
+      continue;
+    }
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      problem("pack " + path + " is missing (" + std::to_string(b.keys.size()) + " objects lost)");
+      bad_blocks.insert(id);
+      continue;
+    }
+    if (static_cast<uint64_t>(st.st_size) < b.loc.offset + b.loc.header_len + b.loc.stored_len) {
+      problem("pack " + path + " is shorter than its catalogued blocks");
+      bad_blocks.insert(id);
+    }
+  }
+  std::vector<int64_t> order;
+  for (const auto& [id, b] : blocks)
+    if (!bad_blocks.count(id) && !b.keys.empty()) order.push_back(id);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return blocks[a].verified < blocks[b].verified; });
+  size_t n_check = static_cast<size_t>(std::ceil(static_cast<double>(order.size()) *
+                                                 std::clamp(o.sample_percent, 0.0, 100.0) / 100));
+  order.resize(std::min(order.size(), n_check));
+  uint64_t total_bytes = 0;
+  for (int64_t id : order)
+    total_bytes += blocks[id].loc.raw_len;
+  std::vector<int64_t> verified_ok;
+  for (int64_t id : order) {
+    auto& b = blocks[id];
+    auto check = store.objects().VerifyBlock(b.loc, b.entries);
+    rep.blocks_checked++;
+    rep.objects_checked += b.entries.size();
+    rep.bytes_checked += b.loc.raw_len;
+    if (o.progress) o.progress(rep.bytes_checked, total_bytes);
+    if (!check.status.ok()) {
+      problem("block at offset " + std::to_string(b.loc.offset) + " of " +
+              PackPath(store.objects().packs_dir(), b.loc.pack_id) + ": " + check.status.message());
+    }
+    for (const auto& e : check.bad) {
+      objects[ObjectKey{e.hash, e.kind}].damaged = true;
+      if (check.status.ok())
+        problem(std::string(KindName(e.kind)) + " " + e.hash.hex() + " in " +
+                PackPath(store.objects().packs_dir(), b.loc.pack_id) +
+                " does not match its SHA-256");
+    }
+    if (check.bad.empty()) verified_ok.push_back(id);
+  }
+  for (int64_t id : bad_blocks)
+    for (const auto& k : blocks[id].keys)
+      objects[k].damaged = true;
+
+  // 4. Reference counts, recomputed from the roots; and which roots reach damaged data.
+  std::unordered_map<ObjectKey, bool, ObjectKeyHasher> reaches_damage;
+  std::vector<ObjectKey> missing;
+  std::function<Result<bool>(const ObjectKey&)> walk = [&](const ObjectKey& k) -> Result<bool> {
+    auto memo = reaches_damage.find(k);
+    if (memo != reaches_damage.end()) return memo->second;
+    auto it = objects.find(k);
+    if (it == objects.end()) {
+      missing.push_back(k);
+      return reaches_damage[k] = true;
+    }
+    bool damaged = it->second.damaged || it->second.block_id == 0;
+    reaches_damage[k] = damaged;  // provisional, also breaks any cycle a corrupt store might have
+    if (!KindHasChildren(k.kind) || damaged) return damaged;
+    auto data = store.objects().Get(k.kind, k.hash);
+    if (!data.ok()) {
+      it->second.damaged = true;
+      problem(std::string(KindName(k.kind)) + " " + k.hash.hex() + ": " + data.status().message());
+      return reaches_damage[k] = true;
+    }
+    auto children = ChildrenOf(k.kind, data->bytes);
+    if (!children.ok()) {
+      it->second.damaged = true;
+      problem(std::string(KindName(k.kind)) + " " + k.hash.hex() + ": " +
+              children.status().message());
+      return reaches_damage[k] = true;
+    }
+    bool any = false;
+    for (const auto& c : *children) {
+      ObjectKey ck{c.hash, c.kind};
+      auto child = objects.find(ck);
+      if (child != objects.end()) child->second.expected++;
+      // A child's own children are counted once, when it is first reached.
+      if (child == objects.end() || child->second.expected == 1 || reaches_damage.count(ck)) {
+        ASSIGN_OR_RETURN(bool d, walk(ck));
+        any |= d;
+      }
+    }
+    return reaches_damage[k] = any;
+  };
+  for (const auto& [name, root] : roots) {
+    ObjectKey k{root, ObjectKind::kRoot};
+    auto it = objects.find(k);
+    if (it != objects.end()) it->second.expected++;
+    auto d = walk(k);
+    if (!d.ok()) return d.status();
+    if (*d) {
+      if (name.rfind("snapshot ", 0) == 0)
+        rep.damaged_snapshots.push_back(name);
+      else
+        rep.damaged_volumes.push_back(name);
+    }
+  }
+  for (const auto& k : missing)
+    problem(std::string(KindName(k.kind)) + " " + k.hash.hex() +
+            " is referenced but not in the store");
+  std::vector<std::pair<int64_t, int64_t>> ref_fixes;  // object id, delta
+  for (const auto& [k, info] : objects) {
+    if (info.refs != info.expected) {
+      rep.refcount_errors++;
+      ref_fixes.emplace_back(info.id, info.expected - info.refs);
+      if (rep.refcount_errors <= 5)
+        problem(std::string(KindName(k.kind)) + " " + k.hash.hex() + " has reference count " +
+                std::to_string(info.refs) + ", expected " + std::to_string(info.expected));
+    }
+  }
+  if (rep.refcount_errors > 5)
+    problem(std::to_string(rep.refcount_errors) + " objects have wrong reference counts in all");
+  std::vector<int64_t> newly_damaged;
+  for (const auto& [k, info] : objects)
+    if (info.damaged && info.block_id != 0) newly_damaged.push_back(info.id);
+  rep.damaged_objects = newly_damaged.size();
+  for (const auto& s : rep.damaged_snapshots)
+    problem(s + " refers to damaged or lost data");
+  for (const auto& v : rep.damaged_volumes)
+    problem(v + " refers to damaged or lost data");
+
+  // 5. Record verification times; with --repair, isolate the damage.
+  {
+    auto w = cat.write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    ASSIGN_OR_RETURN(auto ver, w->Prepare("UPDATE objects SET verified=? WHERE block_id=?"));
+    int64_t now = NowSeconds();
+    for (int64_t id : verified_ok)
+      RETURN_IF_ERROR(ver.bind(1, now).bind(2, id).run());
+    if (o.repair && rep.problems.size() > 0) {
+      ASSIGN_OR_RETURN(auto lose, w->Prepare("UPDATE objects SET block_id=0 WHERE id=?"));
+      for (int64_t id : newly_damaged)
+        RETURN_IF_ERROR(lose.bind(1, id).run());
+      // Deltas, not absolute values: commits since our snapshot applied their own changes.
+      ASSIGN_OR_RETURN(auto fix, w->Prepare("UPDATE objects SET refs = refs + ? WHERE id=?"));
+      for (const auto& [id, delta] : ref_fixes)
+        RETURN_IF_ERROR(fix.bind(1, delta).bind(2, id).run());
+      ASSIGN_OR_RETURN(auto drop_block, w->Prepare("DELETE FROM blocks WHERE id=?"));
+      for (int64_t id : bad_blocks)
+        RETURN_IF_ERROR(drop_block.bind(1, id).run());
+      RETURN_IF_ERROR(w->Exec("UPDATE snapshots SET damaged=0"));
+      RETURN_IF_ERROR(w->Exec("UPDATE volumes SET damaged=0"));
+      ASSIGN_OR_RETURN(auto ds, w->Prepare("UPDATE snapshots SET damaged=1 WHERE key=?"));
+      for (const auto& s : rep.damaged_snapshots)
+        RETURN_IF_ERROR(ds.bind(1, s.substr(10, s.size() - 11)).run());
+      ASSIGN_OR_RETURN(auto dv, w->Prepare("UPDATE volumes SET damaged=1 WHERE name=?"));
+      for (const auto& v : rep.damaged_volumes)
+        RETURN_IF_ERROR(dv.bind(1, v.substr(8, v.size() - 9)).run());
+      rep.repaired = true;
+    }
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  return rep;
+}
+
+}  // namespace stashfs
