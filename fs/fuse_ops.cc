@@ -78,6 +78,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   // Let the kernel clear setuid bits on write through setattr, as for any other change.
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+  // libfuse asks for atomic O_TRUNC by default: the kernel then leaves truncation to OPEN. We
+  // answer OPEN with ENOSYS, so it must send open(O_TRUNC) to us as a setattr instead.
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
   conn->max_background = 64;

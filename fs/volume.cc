@@ -298,7 +298,17 @@ void Volume::DropLink(Inode* inode, uint64_t parent) {
 }
 
 void Volume::MaybeDelete(Inode* inode) {
-  if (inode->ino == kRootIno || inode->nlink > 0 || inode->nlookup > 0) return;
+  if (inode->ino == kRootIno || inode->nlink > 0) return;
+  if (inode->nlookup > 0) {
+    if (inode->file) orphans_.insert(inode->ino);
+    return;
+  }
+  orphans_.erase(inode->ino);
+  auto pins = orphan_pins_.find(inode->ino);
+  if (pins != orphan_pins_.end()) {
+    to_unpin_.insert(to_unpin_.end(), pins->second.begin(), pins->second.end());
+    orphan_pins_.erase(pins);
+  }
   if (inode->link_id) link_inodes_.erase(inode->link_id);
   inodes_.erase(inode->ino);
 }
@@ -618,8 +628,10 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t off, size_t n, char* out) {
     }
   }
   auto r = f->Read(off, n, out);
-  if (!r.ok() && r.status().errno_value() != EIO && r.status().code() == Code::kCorruption)
-    return Status::Errno(EIO);
+  // Stored data that is missing or damaged is an I/O error to the reader, whatever the cause;
+  // the message (which chunk, what to do) goes to the log through the adapter.
+  if (!r.ok() && (r.status().code() == Code::kCorruption || r.status().code() == Code::kNotFound))
+    return Status::IOError(r.status().message(), EIO);
   return r;
 }
 
@@ -638,7 +650,7 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t off, const char* data, size_
     std::unique_lock lock(ns_mu_);
     Inode* inode = Find(ino);
     if (inode && inode->file == f) {
-      inode->attrs.mtime = inode->attrs.ctime = Now();
+      if (!opts_.kernel_owns_write_times) inode->attrs.mtime = inode->attrs.ctime = Now();
       MarkChanged(inode);
     }
   }
@@ -986,6 +998,8 @@ Status Volume::CommitLocked() {
     if (!st.ok()) break;
   }
   if (st.ok()) st = objects_->Flush();
+  // While the old root still references them: pin what open, unnamed files read.
+  if (st.ok()) st = PinOrphans();
   if (st.ok()) st = store_->CommitVolume(info_.id, committed_root_, new_root, upto);
   if (!st.ok()) {
     // Nothing was committed: make sure the next attempt encodes everything again. Directories
@@ -1005,6 +1019,46 @@ Status Volume::CommitLocked() {
   }
   committed_root_ = new_root;
   counters_.commits++;
+  return Status::Ok();
+}
+
+Status Volume::PinOrphans() {
+  std::vector<std::pair<uint64_t, FileContent>> fresh;
+  std::vector<ObjectKey> unpin;
+  {
+    std::unique_lock lock(ns_mu_);
+    for (uint64_t ino : orphans_) {
+      Inode* inode = Find(ino);
+      if (inode && inode->file && !orphan_pins_.count(ino))
+        fresh.emplace_back(ino, inode->file->committed());
+    }
+    orphans_.clear();
+    unpin.swap(to_unpin_);
+  }
+  for (const auto& [ino, content] : fresh) {
+    std::vector<ObjectKey> keys;
+    std::vector<ChunkRef> chunks = content.chunks;
+    if (content.list) {
+      keys.push_back({*content.list, ObjectKind::kList});
+      ASSIGN_OR_RETURN(auto data, objects_->Get(ObjectKind::kList, *content.list));
+      ASSIGN_OR_RETURN(chunks, DecodeList(data.bytes));
+    }
+    for (const auto& c : chunks)
+      if (!c.is_hole()) keys.push_back({c.hash, ObjectKind::kChunk});
+    for (const auto& k : keys) {
+      Status s = objects_->PinForever(k);
+      // Never stored (or lost): nothing to keep, the staged bytes are in memory or scratch.
+      if (!s.ok() && s.code() != Code::kNotFound) return s;
+    }
+    std::unique_lock lock(ns_mu_);
+    if (Find(ino)) {
+      orphan_pins_[ino] = std::move(keys);
+    } else {
+      unpin.insert(unpin.end(), keys.begin(), keys.end());  // forgotten meanwhile
+    }
+  }
+  for (const auto& k : unpin)
+    RETURN_IF_ERROR(objects_->Unpin(k));
   return Status::Ok();
 }
 

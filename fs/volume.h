@@ -57,6 +57,9 @@ struct VolumeOptions {
   uint64_t keep_scratch_total = 1ull << 30;  // clean scratch copies kept, in bytes
   ChunkerParams chunker;
   bool read_only = false;
+  // With FUSE's writeback cache the kernel owns mtime and ctime: it stamps writes itself and
+  // sends the times in a setattr. A WRITE served after that setattr must not move them again.
+  bool kernel_owns_write_times = false;
 };
 
 // setattr's request, as FUSE hands it over.
@@ -271,6 +274,13 @@ class Volume {
 
   std::mutex error_mu_;
   Status background_error_;
+  // Open files whose last name is gone keep their stored chunks pinned until the kernel
+  // forgets them: once a commit drops the name nothing references those chunks, and gc must
+  // not take them from a reader. ns_mu_ guards the sets; pins change in CommitLocked.
+  std::unordered_set<uint64_t> orphans_;  // to pin at the next commit
+  std::unordered_map<uint64_t, std::vector<ObjectKey>> orphan_pins_;
+  std::vector<ObjectKey> to_unpin_;
+  Status PinOrphans();
   uint64_t last_activity_ = 0;  // committer thread only
   std::chrono::steady_clock::time_point last_touch_;
 };
