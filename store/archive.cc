@@ -346,6 +346,10 @@ Result<ArchiveInfo> ImportSnapshot(Store& store, const std::string& path,
   ASSIGN_OR_RETURN(Scan s,
                    ReadArchive(store, path, false, &present, &referenced, &unused, progress));
   std::string key = key_override.empty() ? s.key : key_override;
+  if (Status v = ValidateName("key", key, kMaxKeyLength); !v.ok()) {
+    return Status::Invalid(path + " names its snapshot with an invalid " + v.message() +
+                           "; import it under another key with --key NAME");
+  }
   if (!present.count(ObjectKey{s.root, ObjectKind::kRoot}))
     return Status::Corruption(path + " is not a valid stashfs export: its root object is missing");
   for (const auto& ref : referenced) {

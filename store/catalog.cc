@@ -8,14 +8,16 @@ namespace {
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- AUTOINCREMENT: ids are never reused, so a mount's cache of blocks by (pack id, offset), a dead
+-- writer's pins or a volume's lock file (run/volume-ID.lock) can never be mistaken for newer ones.
 CREATE TABLE packs(
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   state INTEGER NOT NULL,            -- 0 open (a live writer appends), 1 sealed
   size INTEGER NOT NULL DEFAULT 0,   -- bytes up to the end of the last catalogued block
   writer INTEGER,                    -- mounts.id of the appender while open
   created INTEGER NOT NULL);
 CREATE TABLE blocks(
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   pack_id INTEGER NOT NULL,
   offset INTEGER NOT NULL,           -- of the block header within the pack
   header_len INTEGER NOT NULL,
@@ -43,7 +45,7 @@ CREATE TABLE pins(
   PRIMARY KEY(mount_id, object_id)) WITHOUT ROWID;
 CREATE INDEX pins_object ON pins(object_id);
 CREATE TABLE mounts(                 -- live writers: mount daemons and writing commands
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   pid INTEGER NOT NULL,
   host TEXT NOT NULL,
   mountpoint TEXT NOT NULL,
@@ -51,7 +53,7 @@ CREATE TABLE mounts(                 -- live writers: mount daemons and writing 
   started INTEGER NOT NULL,
   lock TEXT NOT NULL);               -- run/<lock>: flock-held while the writer lives
 CREATE TABLE volumes(
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   name TEXT NOT NULL UNIQUE,
   root BLOB NOT NULL,                -- a ROOT object; holds one reference on it
   ephemeral INTEGER NOT NULL DEFAULT 0,
@@ -61,7 +63,7 @@ CREATE TABLE volumes(
   last_used INTEGER NOT NULL,
   damaged INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE snapshots(
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   key TEXT NOT NULL UNIQUE,
   root BLOB NOT NULL,                -- a ROOT object; holds one reference on it
   created INTEGER NOT NULL,

@@ -94,7 +94,14 @@ const std::vector<ConfigKey>& ConfigKeys() {
 }
 
 Status Config::Set(const std::string& key, const std::string& value, const std::string& origin) {
-  auto where = [&] { return origin.empty() ? std::string() : " (from " + origin + ")"; };
+  Status st = SetValue(key, value);
+  if (!st.ok()) return origin.empty() ? st : Status::Invalid(origin + ": " + st.message());
+  source[key] = origin.empty() ? "default" : origin;
+  text[key] = value;
+  return Status::Ok();
+}
+
+Status Config::SetValue(const std::string& key, const std::string& value) {
   if (key == "max_size") {
     ASSIGN_OR_RETURN(max_size, ParseSize(value));
   } else if (key == "max_age") {
@@ -103,26 +110,25 @@ Status Config::Set(const std::string& key, const std::string& value, const std::
     char* end = nullptr;
     long v = std::strtol(value.c_str(), &end, 10);
     if (value.empty() || *end || v < 1 || v > 19) {
-      return Status::Invalid("bad compression_level '" + value + "'" + where() +
+      return Status::Invalid("bad compression_level '" + value + "'" +
                              ": use a whole number from 1 to 19");
     }
     compression_level = static_cast<int>(v);
   } else if (key == "block_cache_size") {
     ASSIGN_OR_RETURN(block_cache_size, ParseSize(value));
     if (block_cache_size < (4u << 20))
-      return Status::Invalid("block_cache_size" + where() + " must be at least 4M");
+      return Status::Invalid("block_cache_size must be at least 4M");
   } else if (key == "memory_staging_size") {
     ASSIGN_OR_RETURN(memory_staging_size, ParseSize(value));
   } else if (key == "commit_interval") {
     ASSIGN_OR_RETURN(int64_t s, ParseAge(value));
-    if (s < 1 || s > 3600)
-      return Status::Invalid("commit_interval" + where() + " must be between 1s and 1h");
+    if (s < 1 || s > 3600) return Status::Invalid("commit_interval must be between 1s and 1h");
     commit_interval = static_cast<double>(s);
   } else if (key == "prune_low_watermark") {
     char* end = nullptr;
     double v = std::strtod(value.c_str(), &end);
     if (value.empty() || *end || !(v >= 0.5 && v <= 1.0)) {
-      return Status::Invalid("bad prune_low_watermark '" + value + "'" + where() +
+      return Status::Invalid("bad prune_low_watermark '" + value + "'" +
                              ": use a fraction from 0.5 to 1");
     }
     prune_low_watermark = v;
@@ -130,10 +136,8 @@ Status Config::Set(const std::string& key, const std::string& value, const std::
     std::string names;
     for (const auto& k : ConfigKeys())
       names += (names.empty() ? "" : ", ") + std::string(k.name);
-    return Status::Invalid("unknown config key '" + key + "'" + where() + "; known keys: " + names);
+    return Status::Invalid("unknown config key '" + key + "'; known keys: " + names);
   }
-  source[key] = origin.empty() ? "default" : origin;
-  text[key] = value;
   return Status::Ok();
 }
 
@@ -148,9 +152,9 @@ std::string StoreConfigPath(const std::string& store_dir) {
   return store_dir + "/config";
 }
 
-Result<std::vector<std::pair<std::string, std::string>>> ParseConfigText(
-    const std::string& text, const std::string& origin) {
-  std::vector<std::pair<std::string, std::string>> out;
+Result<std::vector<ConfigLine>> ParseConfigText(const std::string& text,
+                                                const std::string& origin) {
+  std::vector<ConfigLine> out;
   std::istringstream in(text);
   std::string line;
   int n = 0;
@@ -169,7 +173,7 @@ Result<std::vector<std::pair<std::string, std::string>>> ParseConfigText(
       return Status::Invalid(origin + ":" + std::to_string(n) + ": expected `key = value`, got '" +
                              line + "'");
     }
-    out.emplace_back(trim(line.substr(0, eq)), trim(line.substr(eq + 1)));
+    out.push_back({trim(line.substr(0, eq)), trim(line.substr(eq + 1)), n});
   }
   return out;
 }
@@ -181,9 +185,9 @@ Result<Config> LoadConfig(Env* env, const std::string& store_dir) {
   for (const std::string& path : {UserConfigPath(), StoreConfigPath(store_dir)}) {
     if (!env->Exists(path)) continue;
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(env, path));
-    ASSIGN_OR_RETURN(auto pairs, ParseConfigText(text, path));
-    for (const auto& [k, v] : pairs)
-      RETURN_IF_ERROR(c.Set(k, v, path));
+    ASSIGN_OR_RETURN(auto lines, ParseConfigText(text, path));
+    for (const auto& l : lines)
+      RETURN_IF_ERROR(c.Set(l.key, l.value, path + ":" + std::to_string(l.line)));
   }
   for (const auto& k : ConfigKeys()) {
     std::string var = "STASHFS_" + std::string(k.name);
@@ -203,16 +207,16 @@ Status WriteStoreConfig(Env* env, const std::string& store_dir, const std::strin
     known |= key == k.name;
   if (!known) return check.Set(key, "x", "");  // produces the unknown-key message
   std::string path = StoreConfigPath(store_dir);
-  std::vector<std::pair<std::string, std::string>> pairs;
+  std::vector<ConfigLine> lines;
   if (env->Exists(path)) {
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(env, path));
-    ASSIGN_OR_RETURN(pairs, ParseConfigText(text, path));
+    ASSIGN_OR_RETURN(lines, ParseConfigText(text, path));
   }
-  std::erase_if(pairs, [&](const auto& p) { return p.first == key; });
-  if (!value.empty()) pairs.emplace_back(key, value);
+  std::erase_if(lines, [&](const auto& l) { return l.key == key; });
+  if (!value.empty()) lines.push_back({key, value, 0});
   std::string out = "# stashfs store configuration: `stashfs config` shows every key\n";
-  for (const auto& [k, v] : pairs)
-    out += k + " = " + v + "\n";
+  for (const auto& l : lines)
+    out += l.key + " = " + l.value + "\n";
   return WriteFileAtomic(env, path, out, 0600);
 }
 

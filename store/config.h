@@ -39,8 +39,18 @@ struct Config {
   std::map<std::string, std::string> source;
   std::map<std::string, std::string> text;  // the value as written
 
-  // Sets one key from text, validating it; Invalid says what is wrong and what is allowed.
+  // Sets one key from text, validating it; Invalid says where the value came from (`origin`:
+  // "FILE:LINE" or an environment variable), what is wrong and what is allowed.
   Status Set(const std::string& key, const std::string& value, const std::string& origin);
+
+ private:
+  Status SetValue(const std::string& key, const std::string& value);
+};
+
+struct ConfigLine {
+  std::string key;
+  std::string value;
+  int line;
 };
 
 std::string UserConfigPath();
@@ -49,8 +59,7 @@ std::string StoreConfigPath(const std::string& store_dir);
 // Loads the layered configuration for the store at `store_dir` (which may not exist yet).
 Result<Config> LoadConfig(Env* env, const std::string& store_dir);
 // Parses a config file's text into (key, value) pairs, rejecting unknown keys and bad lines.
-Result<std::vector<std::pair<std::string, std::string>>> ParseConfigText(const std::string& text,
-                                                                         const std::string& origin);
+Result<std::vector<ConfigLine>> ParseConfigText(const std::string& text, const std::string& origin);
 // Sets or (value empty) removes `key` in the store's config file, atomically; validates first.
 Status WriteStoreConfig(Env* env, const std::string& store_dir, const std::string& key,
                         const std::string& value);

@@ -399,10 +399,66 @@ Result<uint64_t> DiskUsage(Store& store) {
   return total;
 }
 
+Result<GcReport> EstimateGarbage(Store& store) {
+  GcOptions o;
+  o.dry_run = true;
+  return CollectGarbageLocked(store, o);
+}
+
 Result<GcReport> CollectGarbage(Store& store, const GcOptions& o) {
   ASSIGN_OR_RETURN(auto lock, LockMaintenance(store));
   return CollectGarbageLocked(store, o);
 }
+
+namespace {
+
+// Predicts what deleting roots would free, by dropping their references in memory as AddRef
+// would: an object is freed when every reference to it is gone, so data that several evicted
+// snapshots shared counts as soon as the last of them goes ("bytes only it holds" alone counts
+// shared data for nobody, and evicting by it empties the store).
+class DropSimulator {
+ public:
+  explicit DropSimulator(Store& store) : store_(store) {}
+  // Stored bytes freed by dropping one more reference to `root`.
+  Result<uint64_t> Drop(const Hash& root) {
+    ASSIGN_OR_RETURN(auto r, store_.catalog().read());
+    ASSIGN_OR_RETURN(
+        auto q,
+        r->Prepare("SELECT o.refs, o.size, coalesce(b.stored_len, 0), coalesce(b.raw_len, 0), "
+                   "EXISTS (SELECT "
+                   "1 FROM pins p WHERE p.object_id = o.id) FROM objects o LEFT JOIN blocks b ON "
+                   "b.id = o.block_id WHERE o.hash=? AND o.kind=?"));
+    uint64_t freed = 0;
+    std::vector<ChildRef> stack{{ObjectKind::kRoot, root}};
+    while (!stack.empty()) {
+      ChildRef c = stack.back();
+      stack.pop_back();
+      q.bind(1, c.hash).bind(2, static_cast<int>(c.kind));
+      ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row) continue;
+      int64_t refs = q.i64(0);
+      double size = static_cast<double>(q.i64(1)), stored = static_cast<double>(q.i64(2)),
+             raw = static_cast<double>(q.i64(3));
+      bool pinned = q.i64(4) != 0;
+      RETURN_IF_ERROR(q.run());
+      int64_t& dropped = dropped_[ObjectKey{c.hash, c.kind}];
+      if (refs - ++dropped != 0) continue;
+      if (!pinned) freed += static_cast<uint64_t>(raw > 0 ? stored * size / raw : 0);
+      if (!KindHasChildren(c.kind)) continue;
+      auto data = store_.objects().Get(c.kind, c.hash);
+      if (!data.ok()) continue;  // damaged metadata: fsck's business, not prune's estimate
+      ASSIGN_OR_RETURN(auto children, ChildrenOf(c.kind, data->bytes));
+      stack.insert(stack.end(), children.begin(), children.end());
+    }
+    return freed;
+  }
+
+ private:
+  Store& store_;
+  std::unordered_map<ObjectKey, int64_t, ObjectKeyHasher> dropped_;
+};
+
+}  // namespace
 
 Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
   ASSIGN_OR_RETURN(auto lock, LockMaintenance(store));
@@ -429,6 +485,7 @@ Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
     std::vector<Candidate> cands;
     ASSIGN_OR_RETURN(auto snaps, store.ListSnapshots());
     for (const auto& s : snaps) {
+      if (o.keep.count(s.key)) continue;
       if (restored.count(s.key)) {
         if ((o.max_age && s.last_used < now - o.max_age) || (o.max_size && size > o.max_size))
           rep.kept_in_use.push_back("snapshot '" + s.key + "' (a live mount restored it)");
@@ -450,6 +507,7 @@ Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
     });
     std::vector<std::pair<Candidate, Evicted>> chosen;
     uint64_t projected = size;
+    DropSimulator sim(store);
     for (const auto& c : cands) {
       bool old = o.max_age && c.last_used < now - o.max_age;
       bool big = o.max_size && projected > o.max_size;
@@ -457,7 +515,7 @@ Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
         if (!o.max_age) break;  // LRU order: nothing later is older either
         continue;
       }
-      ASSIGN_OR_RETURN(uint64_t excl, store.ExclusiveStoredBytes(c.root));
+      ASSIGN_OR_RETURN(uint64_t excl, sim.Drop(c.root));
       projected = projected > excl ? projected - excl : 0;
       chosen.push_back({c, {c.kind, c.name, c.last_used, excl, old ? "age" : "size"}});
     }
@@ -761,16 +819,25 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& o) {
       ASSIGN_OR_RETURN(auto drop_block, w->Prepare("DELETE FROM blocks WHERE id=?"));
       for (int64_t id : bad_blocks)
         RETURN_IF_ERROR(drop_block.bind(1, id).run());
-      RETURN_IF_ERROR(w->Exec("UPDATE snapshots SET damaged=0"));
-      RETURN_IF_ERROR(w->Exec("UPDATE volumes SET damaged=0"));
-      ASSIGN_OR_RETURN(auto ds, w->Prepare("UPDATE snapshots SET damaged=1 WHERE key=?"));
-      for (const auto& s : rep.damaged_snapshots)
-        RETURN_IF_ERROR(ds.bind(1, s.substr(10, s.size() - 11)).run());
-      ASSIGN_OR_RETURN(auto dv, w->Prepare("UPDATE volumes SET damaged=1 WHERE name=?"));
-      for (const auto& v : rep.damaged_volumes)
-        RETURN_IF_ERROR(dv.bind(1, v.substr(8, v.size() - 9)).run());
       rep.repaired = true;
     }
+    RETURN_IF_ERROR(txn.Commit());
+  }
+  if (o.repair) {
+    // The damaged marks follow what the data is now: set where damage is reachable, cleared
+    // where it was healed (a writer stored the lost bytes again). Without --repair, fsck only
+    // reports.
+    auto w = cat.write();
+    Txn txn(w.db());
+    RETURN_IF_ERROR(txn.Begin());
+    RETURN_IF_ERROR(w->Exec("UPDATE snapshots SET damaged=0"));
+    RETURN_IF_ERROR(w->Exec("UPDATE volumes SET damaged=0"));
+    ASSIGN_OR_RETURN(auto ds, w->Prepare("UPDATE snapshots SET damaged=1 WHERE key=?"));
+    for (const auto& s : rep.damaged_snapshots)
+      RETURN_IF_ERROR(ds.bind(1, s.substr(10, s.size() - 11)).run());
+    ASSIGN_OR_RETURN(auto dv, w->Prepare("UPDATE volumes SET damaged=1 WHERE name=?"));
+    for (const auto& v : rep.damaged_volumes)
+      RETURN_IF_ERROR(dv.bind(1, v.substr(8, v.size() - 9)).run());
     RETURN_IF_ERROR(txn.Commit());
   }
   return rep;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,7 @@ struct PruneOptions {
   uint64_t max_size = 0;  // bytes on disk (packs + catalog); 0: no size limit
   int64_t max_age = 0;    // seconds since last use; 0: no age limit
   bool dry_run = false;
+  std::set<std::string> keep;  // snapshot keys never to evict (the one a save just made)
   ProgressFn progress;
 };
 
@@ -64,6 +66,9 @@ struct PruneReport {
 // under max_size and nothing is older than max_age. Never evicts a mounted volume or a snapshot
 // a live mount was restored from; never evicts single chunks. Runs gc to free the space.
 Result<PruneReport> Prune(Store& store, const PruneOptions& opts);
+
+// What gc would free now (a dry run without taking the maintenance lock), for `stats`.
+Result<GcReport> EstimateGarbage(Store& store);
 
 // Bytes the store occupies on disk: pack files plus the catalog.
 Result<uint64_t> DiskUsage(Store& store);

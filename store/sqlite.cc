@@ -76,6 +76,8 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, bool readonly, boo
     return Status::IOError("opening catalog " + path + ": " + msg, EIO);
   }
   sqlite3_extended_result_codes(db, 1);
+  // Before any statement: even switching to WAL must wait for another process's lock.
+  sqlite3_busy_timeout(db, 60000);
   return std::unique_ptr<Db>(new Db(db, path));
 }
 

@@ -60,7 +60,7 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   Status Exec(const std::string& sql);
-  // Statements are compiled once per connection and reused.
+  // Statements are compiled once per connection and reused (cached by their text).
   Result<Query> Prepare(const char* sql);
   int64_t changes() const { return sqlite3_changes64(db_); }
   int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
@@ -72,7 +72,7 @@ class Db {
   Db(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   sqlite3* db_;
   std::string path_;
-  std::unordered_map<const char*, sqlite3_stmt*> stmts_;
+  std::unordered_map<std::string, sqlite3_stmt*> stmts_;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back unless committed. IMMEDIATE takes the write lock up

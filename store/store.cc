@@ -60,6 +60,44 @@ SnapshotInfo SnapshotFromRow(const Query& q) {
 
 }  // namespace
 
+namespace {
+// A name as it can be printed in a one-line message.
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+Status ValidateName(const std::string& what, const std::string& name, size_t max_len) {
+  std::string shown = "'" + Printable(name) + "'";
+  if (name.empty() || name.size() > max_len) {
+    return Status::Invalid(what + " " + shown + " must be 1 to " + std::to_string(max_len) +
+                           " characters long");
+  }
+  if (name[0] == '.' || name[0] == '-' || name[0] == '/') {
+    return Status::Invalid(what + " " + shown + " must not start with '.', '-' or '/'");
+  }
+  for (unsigned char c : name) {
+    bool ok = (c < 0x80 && std::isalnum(c)) ||
+              std::string_view("._+=:@/-").find(static_cast<char>(c)) != std::string_view::npos;
+    if (!ok) {
+      return Status::Invalid(what + " " + shown + " has the character '" +
+                             Printable(std::string(1, static_cast<char>(c))) +
+                             "'; use letters, digits and . _ + = : @ / -");
+    }
+  }
+  return Status::Ok();
+}
+
 std::string DefaultStoreDir() {
   if (const char* s = std::getenv("STASHFS_STORE"); s && *s) return s;
   if (geteuid() == 0) return "/var/lib/stashfs";
@@ -335,7 +373,9 @@ Status Store::DeleteVolume(int64_t id) {
   Hash root = q.hash(0);
   RETURN_IF_ERROR(q.run());
   RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
-  return txn.Commit();
+  RETURN_IF_ERROR(txn.Commit());
+  // Ids are never reused, so nobody will lock this file again.
+  return env_->Remove(run_dir() + "/volume-" + std::to_string(id) + ".lock");
 }
 
 Status Store::CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& new_root,
@@ -501,9 +541,12 @@ Result<uint64_t> Store::ExclusiveStoredBytes(const Hash& root) {
     if (refs != 1) continue;
     total += static_cast<uint64_t>(raw > 0 ? stored * size / raw : size);
     if (!KindHasChildren(c.kind)) continue;
-    ASSIGN_OR_RETURN(auto data, objects_->Get(c.kind, c.hash));
-    ASSIGN_OR_RETURN(auto children, ChildrenOf(c.kind, data.bytes));
-    stack.insert(stack.end(), children.begin(), children.end());
+    // Damaged metadata hides its subtree from this estimate; fsck reports the damage itself.
+    auto data = objects_->Get(c.kind, c.hash);
+    if (!data.ok()) continue;
+    auto children = ChildrenOf(c.kind, data->bytes);
+    if (!children.ok()) continue;
+    stack.insert(stack.end(), children->begin(), children->end());
   }
   return total;
 }

@@ -18,6 +18,13 @@
 
 namespace stashfs {
 
+// Volume names and cache keys users pick: 1 to max_len characters of [A-Za-z0-9._+=:@/-], not
+// starting with '.' (reserved for stashfs's own volumes), '-' or '/'. Invalid says which rule
+// failed, quoting the name with unprintable bytes escaped.
+Status ValidateName(const std::string& what, const std::string& name, size_t max_len);
+constexpr size_t kMaxKeyLength = 512;
+constexpr size_t kMaxVolumeNameLength = 128;
+
 // The store directory used when none is given: $STASHFS_STORE, else /var/lib/stashfs for root,
 // else $XDG_DATA_HOME/stashfs (default ~/.local/share/stashfs).
 std::string DefaultStoreDir();
