@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "fs/session.h"
+#include "store/maintenance.h"
 #include "tools/control.h"
 #include "tools/util.h"
 
@@ -152,6 +153,9 @@ int CmdStats(const GlobalOptions& g, bool json, Io& io) {
               {"unreferenced_objects", s.unreferenced_objects},
               {"volumes", s.volumes},
               {"snapshots", s.snapshots}};
+    auto garbage = EstimateGarbage(**store);
+    j["reclaimable_bytes"] =
+        garbage.ok() ? Json(garbage->disk_bytes_before - garbage->disk_bytes_after) : Json(nullptr);
     auto counters = (*store)->Counters();
     if (counters.ok()) {
       Json c = Json::object();
@@ -176,6 +180,12 @@ int CmdStats(const GlobalOptions& g, bool json, Io& io) {
          << "stored on disk:     " << FormatSize(s.stored_bytes) << " in " << s.packs
          << " packs (compression " << ratio(compression) << ", overall " << ratio(overall) << ")\n"
          << "catalog:            " << FormatSize(s.catalog_bytes) << "\n"
+         << "reclaimable by gc:  " <<
+      [&] {
+        auto garbage = EstimateGarbage(**store);
+        return garbage.ok() ? FormatSize(garbage->disk_bytes_before - garbage->disk_bytes_after)
+                            : std::string("unknown (") + garbage.status().message() + ")";
+      }() << "\n"
          << "objects:            " << s.objects << " (" << s.chunks << " chunks, " << s.blocks
          << " blocks, " << s.unreferenced_objects << " unreferenced)\n";
   return kExitOk;

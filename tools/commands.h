@@ -26,6 +26,8 @@ struct MountOptions {
   std::vector<std::string> fuse_options;
   std::string output = "text";  // or "json"
   std::string github_output;    // append key=value lines here (GitHub's $GITHUB_OUTPUT)
+  bool key_given = false;       // --key was on the command line (even if empty)
+  bool volume_given = false;
 };
 
 int CmdMount(const GlobalOptions& g, const MountOptions& o, Io& io);

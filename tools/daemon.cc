@@ -26,9 +26,11 @@ namespace {
 
 // Reports the start-up outcome to whoever waits for it: the parent over a pipe when the daemon
 // runs in the background, or the terminal in the foreground.
+void ReportMounted(const MountOptions& opts, const Json& info, Io& io);
+
 class Ready {
  public:
-  Ready(int fd, Io& io) : fd_(fd), io_(io) {}
+  Ready(int fd, const MountOptions& opts, Io& io) : fd_(fd), opts_(opts), io_(io) {}
   void Ok(const Json& info) { Send("OK " + info.dump()); }
   void Error(const Status& s) { Send("ERR " + s.message()); }
 
@@ -40,7 +42,7 @@ class Ready {
       if (line.rfind("ERR ", 0) == 0) {
         io_.err << "stashfs: " << line.substr(4) << "\n";
       } else {
-        io_.out << "stashfs: " << Json::parse(line.substr(3)).value("message", "") << "\n";
+        ReportMounted(opts_, Json::parse(line.substr(3)), io_);
       }
       io_.out.flush();
       io_.err.flush();
@@ -52,6 +54,7 @@ class Ready {
     fd_ = -1;
   }
   int fd_;
+  const MountOptions& opts_;
   Io& io_;
   bool reported_ = false;
 };
@@ -62,6 +65,7 @@ struct KeyState {
   std::string key;
   std::string result;       // "exact", "partial" or "miss"
   std::string matched_key;  // the snapshot restored, if any
+  bool damaged = false;     // fsck found data of it lost
   uint64_t files = 0;
   uint64_t bytes = 0;
 };
@@ -144,7 +148,8 @@ struct Daemon {
 
   // ccache-style automatic cleanup: once the store is over max_size, prune it down to the low
   // watermark, so the next saves do not each have to prune again.
-  std::string AutoPrune() {
+  // `keep`: the key this job just saved, which pruning it away again would make pointless.
+  std::string AutoPrune(const std::string& keep) {
     if (!config.max_size) return "";
     auto usage = DiskUsage(*store);
     if (!usage.ok() || *usage <= config.max_size) return "";
@@ -152,6 +157,7 @@ struct Daemon {
     po.max_size =
         static_cast<uint64_t>(static_cast<double>(config.max_size) * config.prune_low_watermark);
     po.max_age = config.max_age;
+    if (!keep.empty()) po.keep.insert(keep);
     auto r = Prune(*store, po);
     if (!r.ok()) {
       std::fprintf(stderr, "stashfs: automatic prune: %s\n", r.status().message().c_str());
@@ -191,7 +197,7 @@ struct Daemon {
     } else if (cmd == "save") {
       Json reply = Save(req.value("key", ""), req.value("update", false));
       if (reply.value("saved", false)) {
-        std::string pruned = AutoPrune();
+        std::string pruned = AutoPrune(req.value("key", ""));
         if (!pruned.empty()) reply["message"] = reply.value("message", "") + "; " + pruned;
       }
       conn->Send(reply);
@@ -273,6 +279,7 @@ Result<VolumeInfo> RestoreKey(Store& store, const MountOptions& opts, KeyState* 
                    snap->key.c_str());
     }
     ks->matched_key = snap->key;
+    ks->damaged = snap->damaged;
     ks->files = snap->files;
     ks->bytes = snap->logical_bytes;
     root = snap->root;
@@ -292,11 +299,14 @@ std::string KeyMessage(const KeyState& ks, const MountOptions& opts) {
   std::string size = " (" + std::to_string(ks.files) + " files, " + FormatSize(ks.bytes) + ")";
   std::string save =
       opts.read_only || opts.no_save ? "" : "; '" + ks.key + "' will be saved at umount";
+  std::string damage = ks.damaged ? "; WARNING: fsck found some of its data damaged: those "
+                                    "files read as I/O errors (see `stashfs fsck`)"
+                                  : "";
   if (ks.result == "exact")
-    return "cache hit: restored key '" + ks.key + "'" + size + " at " + opts.dir;
+    return "cache hit: restored key '" + ks.key + "'" + size + " at " + opts.dir + damage;
   if (ks.result == "partial") {
     return "cache hit on a restore key: restored '" + ks.matched_key + "'" + size + " at " +
-           opts.dir + save;
+           opts.dir + save + damage;
   }
   return "cache miss: no snapshot for '" + ks.key + "'" +
          (opts.restore_keys.empty() ? "" : " or its restore keys") + "; " + opts.dir +
@@ -304,7 +314,7 @@ std::string KeyMessage(const KeyState& ks, const MountOptions& opts) {
 }
 
 int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io& io) {
-  Ready ready(ready_fd, io);
+  Ready ready(ready_fd, opts, io);
   auto fail = [&](const Status& s) {
     ready.Error(s);
     return kExitError;
@@ -353,6 +363,7 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   fs::VolumeOptions vo;
   vo.read_only = opts.read_only;
   vo.commit_interval_s = d.config.commit_interval;
+  vo.kernel_owns_write_times = true;  // the session enables FUSE's writeback cache
   vo.mem_total_max = static_cast<int64_t>(d.config.memory_staging_size);
   auto volume = fs::Volume::Open(d.store.get(), d.volume_info, vo);
   if (!volume.ok()) return fail(volume.status());
@@ -389,6 +400,7 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
     info["key"] = d.key.key;
     info["result"] = d.key.result;
     info["cache_hit"] = d.key.result == "exact";
+    info["damaged"] = d.key.damaged;
     info["matched_key"] = d.key.matched_key.empty() ? Json(nullptr) : Json(d.key.matched_key);
     info["files"] = d.key.files;
     info["logical_bytes"] = d.key.bytes;
@@ -420,13 +432,14 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
     if (st.ok()) st = del;
   }
   if (st.ok() && !opts.read_only) {
-    std::string pruned = d.AutoPrune();
+    std::string pruned = d.AutoPrune(d.key.enabled ? d.key.key : "");
     if (!pruned.empty()) done += "; " + pruned;
   }
   Status unreg = d.store->UnregisterWriter();
   if (st.ok()) st = unreg;
   if (!st.ok())
     std::fprintf(stderr, "stashfs: unmounting %s: %s\n", opts.dir.c_str(), st.message().c_str());
+  d.volume_lock.reset();  // before anyone hears we are done: the volume is free from now on
   result["ok"] = st.ok();
   result["message"] = st.ok() ? done : st.message();
   if (!st.ok()) result["error"] = st.message();
@@ -459,16 +472,29 @@ void WriteGithubOutput(const MountOptions& opts, const Json& info, Io& io) {
       << "cache-matched-key=" << matched << "\n";
 }
 
+// What `mount` prints once the mount is up (text or JSON) and the GitHub step outputs.
+void ReportMounted(const MountOptions& opts, const Json& info, Io& io) {
+  WriteGithubOutput(opts, info, io);
+  if (opts.output == "json") {
+    io.out << info.dump() << "\n";
+  } else {
+    io.out << "stashfs: " << info.value("message", "mounted") << "\n";
+  }
+  io.out.flush();
+}
+
 }  // namespace
 
 int CmdMount(const GlobalOptions& g, const MountOptions& in, Io& io) {
   MountOptions opts = in;
   opts.dir = AbsolutePath(in.dir);
-  if (!opts.volume.empty()) {
-    if (Status s = ValidateName("volume name", opts.volume, 128); !s.ok()) return Fail(io, s);
+  if (opts.volume_given || !opts.volume.empty()) {
+    Status s = ValidateName("volume name", opts.volume, kMaxVolumeNameLength);
+    if (!s.ok()) return Fail(io, s);
   }
-  if (!opts.key.empty()) {
-    if (Status s = ValidateName("key", opts.key, 512); !s.ok()) return Fail(io, s);
+  if (opts.key_given || !opts.key.empty()) {
+    // An unset CI variable makes an empty key: refuse it rather than mount a shared volume.
+    if (Status s = ValidateName("key", opts.key, kMaxKeyLength); !s.ok()) return Fail(io, s);
     for (const auto& p : opts.restore_keys)
       if (Status s = ValidateName("restore key", p, 512); !s.ok()) return Fail(io, s);
   } else if (!opts.restore_keys.empty() || opts.no_save) {
@@ -503,13 +529,7 @@ int CmdMount(const GlobalOptions& g, const MountOptions& in, Io& io) {
     line.push_back(c);
   ::close(pipefd[0]);
   if (line.rfind("OK ", 0) == 0) {
-    Json info = Json::parse(line.substr(3), nullptr, false);
-    WriteGithubOutput(opts, info, io);
-    if (opts.output == "json") {
-      io.out << info.dump() << "\n";
-    } else {
-      io.out << "stashfs: " << info.value("message", "mounted") << "\n";
-    }
+    ReportMounted(opts, Json::parse(line.substr(3), nullptr, false), io);
     return kExitOk;
   }
   if (line.rfind("ERR ", 0) == 0) {

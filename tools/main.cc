@@ -110,6 +110,8 @@ int main(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitUsage;
   }
   Io io = Io::Std();
+  m.key_given = key_opt->count() > 0;
+  m.volume_given = vol->count() > 0;
   if (*mount) return CmdMount(g, m, io);
   if (*umount) return CmdUmount(g, dir, io);
   if (*stats) return CmdStats(g, json, io);

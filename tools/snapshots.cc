@@ -54,7 +54,8 @@ int CmdList(const GlobalOptions& g, bool json, Io& io) {
     if (v.ephemeral) continue;  // private volumes of key mounts are listed with their mount
     auto root = (*store)->ReadRoot(v.root);
     auto only = (*store)->ExclusiveStoredBytes(v.root);
-    if (!root.ok() || !only.ok()) return Fail(io, root.ok() ? only.status() : root.status());
+    if (!only.ok()) return Fail(io, only.status());
+    if (!root.ok()) root = RootRecord{};  // a damaged root: listed with size 0; fsck says more
     Json mounted = nullptr;
     for (const auto& m : *mounts)
       if (m.volume_id == v.id) mounted = m.mountpoint;

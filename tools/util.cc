@@ -148,23 +148,4 @@ Status CheckMountpoint(const std::string& dir) {
   return Status::Ok();
 }
 
-Status ValidateName(const std::string& what, const std::string& name, size_t max_len) {
-  if (name.empty() || name.size() > max_len) {
-    return Status::Invalid(what + " '" + name + "' must be 1 to " + std::to_string(max_len) +
-                           " characters long");
-  }
-  if (name[0] == '.' || name[0] == '-' || name[0] == '/') {
-    return Status::Invalid(what + " '" + name + "' must not start with '.', '-' or '/'");
-  }
-  for (char c : name) {
-    bool ok = std::isalnum(static_cast<unsigned char>(c)) ||
-              std::string_view("._+=:@/-").find(c) != std::string_view::npos;
-    if (!ok) {
-      return Status::Invalid(what + " '" + name + "' has the character '" + std::string(1, c) +
-                             "'; use letters, digits and . _ + = : @ / -");
-    }
-  }
-  return Status::Ok();
-}
-
 }  // namespace stashfs::cli

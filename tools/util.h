@@ -7,6 +7,7 @@
 
 #include "store/config.h"
 #include "store/status.h"
+#include "store/store.h"
 
 namespace stashfs::cli {
 
@@ -27,9 +28,5 @@ std::string AbsolutePath(const std::string& path);
 
 // A directory stashfs may mount on: exists, is a directory, is empty and not a mountpoint.
 Status CheckMountpoint(const std::string& dir);
-
-// Volume names and cache keys users pick: 1-512 characters of [A-Za-z0-9._+=:@/-], not starting
-// with '.', '/' or '-' (which are reserved or confusing on a command line).
-Status ValidateName(const std::string& what, const std::string& name, size_t max_len);
 
 }  // namespace stashfs::cli
