@@ -267,6 +267,23 @@ def test_rewrite_in_middle_persists(mount_factory):
     assert_bytes_equal(read_file(q), det_bytes("t", 1 * MiB)[:1000] + bytes(4000), "truncated file")
 
 
+def test_overwrite_with_o_trunc_persists(mount_factory):
+    """open(O_TRUNC) of an existing file must truncate what is stored, not only the page cache:
+    with OPEN answered ENOSYS the kernel must send the truncation as a setattr (regression)."""
+    m = mount_factory()
+    files = {"small": (70_000, b"short"), "big": (3 * MiB, det_bytes("new", 100_000)),
+             "empty": (5000, b"")}
+    for name, (old_size, _new) in files.items():
+        write_file(m.path / name, det_bytes(name, old_size))
+    m = remount(mount_factory, m)  # the old contents are stored
+    for name, (_old, new) in files.items():
+        with open(m.path / name, "wb") as f:  # O_WRONLY | O_CREAT | O_TRUNC
+            f.write(new)
+    m = remount(mount_factory, m)
+    for name, (_old, new) in files.items():
+        assert_bytes_equal(read_file(m.path / name), new, f"{name} after remount")
+
+
 def test_deleted_and_renamed_entries_stay_gone(store, mount_factory):
     m = mount_factory()
     r = m.path

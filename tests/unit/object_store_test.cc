@@ -1,0 +1,351 @@
+// ObjectStore through a real Store: put, get, dedup, blocks, verification of stored bytes.
+#include "store/object_store.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <set>
+#include <thread>
+
+#include "store_fixture.h"
+#include "test_util.h"
+
+namespace stashfs {
+namespace {
+
+using test::CompressibleBytes;
+using test::RandomBytes;
+using test::Str;
+
+class ObjectStoreTest : public test::StoreTest {
+ protected:
+  // Flips one byte of a pack file on disk.
+  void FlipByte(int64_t pack_id, uint64_t offset) {
+    std::string path = PackPath(packs_dir(), pack_id);
+    int fd = ::open(path.c_str(), O_RDWR);
+    ASSERT_GE(fd, 0) << path;
+    uint8_t b = 0;
+    ASSERT_EQ(::pread(fd, &b, 1, static_cast<off_t>(offset)), 1);
+    b ^= 0x40;
+    ASSERT_EQ(::pwrite(fd, &b, 1, static_cast<off_t>(offset)), 1);
+    ::close(fd);
+  }
+};
+
+TEST_F(ObjectStoreTest, SmallObjectRoundTrip) {
+  const std::string data = "hello, stash";
+  Hash h = PutChunk(data);
+  EXPECT_EQ(h, Hash::Of(std::string_view(data)));
+  EXPECT_EQ(Read(ObjectKind::kChunk, h), data);  // staged in the open block
+  EXPECT_EQ(db().Count("objects"), 0);
+  Flush();
+  EXPECT_EQ(db().Count("objects"), 1);
+  EXPECT_EQ(Read(ObjectKind::kChunk, h), data);  // from the pack, through the block cache
+  ReopenStore();
+  EXPECT_EQ(Read(ObjectKind::kChunk, h), data);  // from disk
+  ASSERT_OK_AND_ASSIGN(bool has, objects().Has(ObjectKind::kChunk, h));
+  EXPECT_TRUE(has);
+}
+
+TEST_F(ObjectStoreTest, LargeObjectRoundTrip) {
+  auto raw = RandomBytes(300000, 1);          // stored raw
+  auto text = CompressibleBytes(1 << 20, 2);  // stored compressed
+  Hash hr = Put(ObjectKind::kChunk, raw);
+  Hash ht = Put(ObjectKind::kChunk, text);
+  // Large objects are written to the pack at once but catalogued only by Flush.
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, hr, raw));
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, ht, text));
+  ASSERT_OK_AND_ASSIGN(bool has, objects().Has(ObjectKind::kChunk, hr));
+  EXPECT_TRUE(has);
+  EXPECT_EQ(db().Count("objects"), 0);
+  Flush();
+  EXPECT_EQ(db().Count("objects"), 2);
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, hr, raw));
+  ReopenStore();
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, hr, raw));
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, ht, text));
+  auto lr = Location(ObjectKind::kChunk, hr), lt = Location(ObjectKind::kChunk, ht);
+  ASSERT_EQ(lr.size(), 6u);
+  ASSERT_EQ(lt.size(), 6u);
+  EXPECT_EQ(lr[5], static_cast<int64_t>(Codec::kRaw));
+  EXPECT_EQ(lt[5], static_cast<int64_t>(Codec::kZstd));
+  ASSERT_OK_AND_ASSIGN(StoreStats st, store().Stats());
+  EXPECT_EQ(st.objects, 2u);
+  EXPECT_EQ(st.blocks, 2u);
+  EXPECT_EQ(st.chunks, 2u);
+  EXPECT_EQ(st.unique_bytes, raw.size() + text.size());
+  EXPECT_LT(st.stored_bytes, raw.size() + text.size() / 2);  // the text compressed
+}
+
+TEST_F(ObjectStoreTest, EmptyObject) {
+  Hash h = Put(ObjectKind::kChunk, {});
+  EXPECT_EQ(h, Hash::Of(std::string_view("")));
+  Flush();
+  ReopenStore();
+  EXPECT_EQ(Read(ObjectKind::kChunk, h), "");
+}
+
+TEST_F(ObjectStoreTest, MissingObjectIsNotFound) {
+  Hash h = PutChunk("x");
+  Flush();
+  auto r = objects().Get(ObjectKind::kChunk, Hash::Of(std::string_view("y")));
+  EXPECT_CODE(r, Code::kNotFound);
+  // The kind is part of an object's identity.
+  EXPECT_CODE(objects().Get(ObjectKind::kTree, h), Code::kNotFound);
+  ASSERT_OK_AND_ASSIGN(bool has, objects().Has(ObjectKind::kTree, h));
+  EXPECT_FALSE(has);
+}
+
+TEST_F(ObjectStoreTest, IdenticalPutsAreStoredOnce) {
+  auto big = RandomBytes(100000, 3);
+  for (int i = 0; i < 3; ++i) {
+    PutChunk("same small bytes");
+    Put(ObjectKind::kChunk, big);
+  }
+  auto& c = objects().counters();
+  EXPECT_EQ(c.puts.load(), 6u);
+  EXPECT_EQ(c.new_objects.load(), 2u);
+  EXPECT_EQ(c.dedup_hits.load(), 4u);
+  EXPECT_EQ(c.new_raw_bytes.load(), big.size() + 16);
+  Flush();
+  // After the flush, the same puts find the catalogued (and already pinned) objects.
+  PutChunk("same small bytes");
+  Put(ObjectKind::kChunk, big);
+  EXPECT_EQ(c.new_objects.load(), 2u);
+  EXPECT_EQ(c.dedup_hits.load(), 6u);
+  Flush();
+  ASSERT_OK_AND_ASSIGN(StoreStats st, store().Stats());
+  EXPECT_EQ(st.objects, 2u);
+  EXPECT_EQ(st.blocks, 2u);
+  EXPECT_EQ(st.object_bytes, big.size() + 16);
+
+  // A later writer finds them in the catalog: nothing new is stored.
+  ReopenStore();
+  PutChunk("same small bytes");
+  Put(ObjectKind::kChunk, big);
+  EXPECT_EQ(objects().counters().new_objects.load(), 0u);
+  EXPECT_EQ(objects().counters().dedup_hits.load(), 2u);
+  Flush();
+  EXPECT_EQ(db().Count("objects"), 2);
+  EXPECT_EQ(db().Count("blocks"), 2);
+  // The same bytes as another kind are another object.
+  PutTree(Tree{});
+  Put(ObjectKind::kChunk, EncodeTree(Tree{}));
+  Flush();
+  EXPECT_EQ(db().Count("objects"), 4);
+}
+
+TEST_F(ObjectStoreTest, SmallObjectsShareBlocks) {
+  std::vector<Hash> hs;
+  for (int i = 0; i < 300; ++i)
+    hs.push_back(Put(ObjectKind::kChunk, RandomBytes(1000, 100 + i)));
+  Flush();
+  ASSERT_OK_AND_ASSIGN(StoreStats st, store().Stats());
+  EXPECT_EQ(st.objects, 300u);
+  // 263 objects fill the first 256 KiB block; the rest go in a second one at the flush.
+  EXPECT_EQ(st.blocks, 2u);
+  EXPECT_EQ(st.packs, 1u);
+  EXPECT_EQ(db().Int("SELECT count(*) FROM objects WHERE block_id=(SELECT min(id) FROM blocks)"),
+            263);
+  ReopenStore();
+  for (int i = 0; i < 300; i += 37)
+    EXPECT_TRUE(Holds(ObjectKind::kChunk, hs[i], RandomBytes(1000, 100 + i))) << i;
+}
+
+TEST_F(ObjectStoreTest, PackSizesAgreeWithDisk) {
+  for (int i = 0; i < 20; ++i)
+    Put(ObjectKind::kChunk, RandomBytes(50000 + i, 200 + i));
+  Flush();
+  int64_t pack = db().Int("SELECT id FROM packs");
+  EXPECT_EQ(db().Int("SELECT state FROM packs"), 0);  // open: this writer appends to it
+  EXPECT_EQ(db().Int("SELECT writer FROM packs"), writer_id_);
+  ASSERT_OK_AND_ASSIGN(uint64_t on_disk, Env::Default()->FileSize(PackPath(packs_dir(), pack)));
+  EXPECT_EQ(db().Int("SELECT size FROM packs"), static_cast<int64_t>(on_disk));
+  // Blocks are contiguous after the pack header.
+  EXPECT_EQ(db().Int("SELECT min(offset) FROM blocks"), static_cast<int64_t>(kPackHeaderSize));
+  EXPECT_EQ(db().Int("SELECT max(offset + header_len + stored_len) FROM blocks"),
+            static_cast<int64_t>(on_disk));
+  ASSERT_OK(store().UnregisterWriter());
+  EXPECT_EQ(db().Int("SELECT state FROM packs"), 1);  // sealed
+  EXPECT_EQ(db().Int("SELECT writer IS NULL FROM packs"), 1);
+  EXPECT_EQ(db().Count("mounts"), 0);
+}
+
+TEST_F(ObjectStoreTest, PacksRollOverAtTarget) {
+  object_options_.pack_target = 200000;
+  ReopenStore();
+  std::vector<Hash> hs;
+  for (int i = 0; i < 10; ++i)
+    hs.push_back(Put(ObjectKind::kChunk, RandomBytes(90000, 300 + i)));
+  Flush();
+  // Two 90 KB blocks fill a pack past 180 KB, the third crosses 200 KB; then a new pack.
+  EXPECT_EQ(db().Count("packs"), 4);
+  EXPECT_EQ(db().Int("SELECT count(*) FROM packs WHERE state=1"), 3);
+  ReopenStore();
+  for (int i = 0; i < 10; ++i)
+    EXPECT_TRUE(Holds(ObjectKind::kChunk, hs[i], RandomBytes(90000, 300 + i))) << i;
+  EXPECT_EQ(db().Int("SELECT count(*) FROM packs WHERE state=1"), 4);
+}
+
+TEST_F(ObjectStoreTest, AStrayPackFileDoesNotBlockWrites) {
+  // A pack file whose catalog row was lost (a power cut after the file was synced but before
+  // the WAL was) holds the id the catalog hands out next; no block refers to it.
+  Hash first = Put(ObjectKind::kChunk, RandomBytes(70000, 7));
+  ReopenStore();
+  EXPECT_EQ(db().Int("SELECT max(id) FROM packs"), 1);
+  std::string stray = PackPath(packs_dir(), 2);
+  ASSERT_OK(Env::Default()->MakeDirs(stray.substr(0, stray.find_last_of('/')), 0700));
+  ASSERT_OK(WriteFileAtomic(Env::Default(), stray, "leftover bytes", 0600));
+  auto big = RandomBytes(70000, 8);
+  Hash h = Put(ObjectKind::kChunk, big);
+  Flush();
+  ReopenStore();
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, h, big));
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, first, RandomBytes(70000, 7)));
+}
+
+TEST_F(ObjectStoreTest, ReadOnlyStoreRefusesPuts) {
+  ReopenStore(Env::Default(), /*writer=*/false);
+  auto r = objects().Put(ObjectKind::kChunk, test::Span("x"));
+  EXPECT_CODE(r, Code::kUnsupported);
+  EXPECT_OK(objects().Flush());
+}
+
+TEST_F(ObjectStoreTest, DamagedObjectInSharedBlockIsCorruption) {
+  // Random small objects share one raw (incompressible) block.
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<Hash> hs;
+  for (int i = 0; i < 10; ++i) {
+    data.push_back(RandomBytes(1000, 400 + i));
+    hs.push_back(Put(ObjectKind::kChunk, data.back()));
+  }
+  Flush();
+  auto loc = Location(ObjectKind::kChunk, hs[5]);
+  ASSERT_EQ(loc.size(), 6u);
+  ASSERT_EQ(loc[5], static_cast<int64_t>(Codec::kRaw));
+  ReopenStore();
+  FlipByte(loc[0], static_cast<uint64_t>(loc[1] + loc[2] + loc[3] + 17));
+
+  auto r = objects().Get(ObjectKind::kChunk, hs[5]);
+  EXPECT_CODE(r, Code::kCorruption);
+  EXPECT_NE(r.status().message().find(hs[5].hex()), std::string::npos) << r.status().message();
+  EXPECT_EQ(objects().counters().corrupt_objects.load(), 1u);
+  // Still damaged when asked again (the block is cached, the check is not skipped).
+  EXPECT_CODE(objects().Get(ObjectKind::kChunk, hs[5]), Code::kCorruption);
+  EXPECT_EQ(objects().counters().corrupt_objects.load(), 2u);
+  // Its neighbours in the block are fine.
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, hs[4], data[4]));
+  EXPECT_TRUE(Holds(ObjectKind::kChunk, hs[6], data[6]));
+}
+
+TEST_F(ObjectStoreTest, DamagedCompressedBlockIsCorruption) {
+  auto text = CompressibleBytes(500000, 5);
+  Hash h = Put(ObjectKind::kChunk, text);
+  Flush();
+  auto loc = Location(ObjectKind::kChunk, h);
+  ASSERT_EQ(loc.size(), 6u);
+  ASSERT_EQ(loc[5], static_cast<int64_t>(Codec::kZstd));
+  int64_t stored = db().Int("SELECT stored_len FROM blocks");
+  ReopenStore();
+  uint64_t payload = static_cast<uint64_t>(loc[1] + loc[2]);
+  // Whatever byte is damaged, the object is never returned with wrong bytes.
+  for (int64_t at : {int64_t{0}, int64_t{5}, stored / 3, stored / 2, stored - 5, stored - 1}) {
+    FlipByte(loc[0], payload + static_cast<uint64_t>(at));
+    objects().ForgetPack(loc[0]);
+    auto r = objects().Get(ObjectKind::kChunk, h);
+    EXPECT_CODE(r, Code::kCorruption) << "byte " << at << " of " << stored;
+    FlipByte(loc[0], payload + static_cast<uint64_t>(at));  // repair
+    objects().ForgetPack(loc[0]);
+    EXPECT_TRUE(Holds(ObjectKind::kChunk, h, text)) << "after repairing byte " << at;
+  }
+}
+
+TEST_F(ObjectStoreTest, MissingOrTruncatedPackIsAnError) {
+  auto data = RandomBytes(100000, 6);
+  Hash h = Put(ObjectKind::kChunk, data);
+  Hash small = PutChunk("small");
+  Flush();
+  int64_t pack = db().Int("SELECT id FROM packs");
+  ReopenStore();
+  std::string path = PackPath(packs_dir(), pack);
+  // Cut the pack inside the large block (written first, before the small one's block).
+  ASSERT_EQ(::truncate(path.c_str(), 1000), 0);
+  auto r = objects().Get(ObjectKind::kChunk, h);
+  EXPECT_CODE(r, Code::kCorruption);
+  ReopenStore();
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  r = objects().Get(ObjectKind::kChunk, h);
+  EXPECT_FALSE(r.ok());
+  EXPECT_CODE(r, Code::kIOError);
+  EXPECT_EQ(r.status().errno_value(), ENOENT);
+  EXPECT_NE(r.status().message().find(path), std::string::npos) << r.status().message();
+  EXPECT_CODE(objects().Get(ObjectKind::kChunk, small), Code::kIOError);
+}
+
+TEST_F(ObjectStoreTest, VerifyBlockReportsDamagedObjects) {
+  std::vector<Hash> hs;
+  for (int i = 0; i < 4; ++i)
+    hs.push_back(Put(ObjectKind::kChunk, RandomBytes(500, 500 + i)));
+  Flush();
+  auto rows =
+      db().Rows("SELECT pack_id, offset, header_len, stored_len, raw_len, codec FROM blocks");
+  ASSERT_EQ(rows.size(), 1u);
+  BlockLocation loc{rows[0][0],
+                    static_cast<uint64_t>(rows[0][1]),
+                    static_cast<uint32_t>(rows[0][2]),
+                    static_cast<uint32_t>(rows[0][3]),
+                    static_cast<uint32_t>(rows[0][4]),
+                    static_cast<Codec>(rows[0][5])};
+  std::vector<BlockEntry> entries;
+  for (int i = 0; i < 4; ++i) {
+    auto l = Location(ObjectKind::kChunk, hs[i]);
+    entries.push_back(
+        {ObjectKind::kChunk, static_cast<uint32_t>(l[3]), static_cast<uint32_t>(l[4]), hs[i]});
+  }
+  auto ok = objects().VerifyBlock(loc, entries);
+  EXPECT_OK(ok.status);
+  EXPECT_TRUE(ok.bad.empty());
+  FlipByte(loc.pack_id, loc.offset + loc.header_len + entries[2].offset);
+  auto bad = objects().VerifyBlock(loc, entries);
+  EXPECT_OK(bad.status);
+  ASSERT_EQ(bad.bad.size(), 1u);
+  EXPECT_EQ(bad.bad[0].hash, hs[2]);
+}
+
+TEST_F(ObjectStoreTest, ConcurrentPutsFromManyThreads) {
+  constexpr int kThreads = 4, kPerThread = 150;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        // Half of each thread's objects are shared with every other thread.
+        uint64_t seed = i % 2 ? 1000 + i : 2000 + t * kPerThread + i;
+        size_t size = i % 10 == 0 ? 70000 : 3000;
+        if (!objects().Put(ObjectKind::kChunk, RandomBytes(size, seed)).ok()) ++failures;
+        if (i % 50 == 49 && !objects().Flush().ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  EXPECT_EQ(failures.load(), 0);
+  Flush();
+  const int64_t distinct = kPerThread / 2 + kThreads * kPerThread / 2;
+  EXPECT_EQ(db().Count("objects"), distinct);
+  // (Two threads may both stage a shared object while neither copy is catalogued yet.)
+  EXPECT_GE(objects().counters().new_objects.load(), static_cast<uint64_t>(distinct));
+  ReopenStore();
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; i += 7) {
+      uint64_t seed = i % 2 ? 1000 + i : 2000 + t * kPerThread + i;
+      size_t size = i % 10 == 0 ? 70000 : 3000;
+      auto want = RandomBytes(size, seed);
+      EXPECT_TRUE(Holds(ObjectKind::kChunk, Hash::Of(want), want));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace stashfs
