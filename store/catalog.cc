@@ -83,9 +83,10 @@ Status Pragmas(Db* db, bool for_write) {
   RETURN_IF_ERROR(db->Exec("PRAGMA temp_store=MEMORY"));
   if (for_write) {
     RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint=8192"));
-    RETURN_IF_ERROR(db->Exec("PRAGMA cache_size=-65536"));
-  } else {
     RETURN_IF_ERROR(db->Exec("PRAGMA cache_size=-16384"));
+  } else {
+    // One reader connection per FUSE thread: keep each small, the OS caches the file anyway.
+    RETURN_IF_ERROR(db->Exec("PRAGMA cache_size=-4096"));
   }
   return Status::Ok();
 }

@@ -86,7 +86,7 @@ const std::vector<ConfigKey>& ConfigKeys() {
       {"max_age", "0", "snapshots and volumes unused for longer are pruned (e.g. 14d); 0 = none"},
       {"compression_level", "3", "zstd level for new data, 1 (fastest) to 19 (smallest)"},
       {"block_cache_size", "64M", "decompressed data a mount keeps in memory"},
-      {"memory_staging_size", "256M", "small written files a mount keeps in memory before storing"},
+      {"memory_staging_size", "64M", "small written files a mount keeps in memory before storing"},
       {"commit_interval", "5s", "how often a mount commits changed files (1s to 1h)"},
       {"prune_low_watermark", "0.9", "auto-prune stops below this fraction of max_size (0.5 to 1)"},
   };

@@ -31,7 +31,7 @@ struct Config {
   int64_t max_age = 0;    // seconds; 0: no limit
   int compression_level = 3;
   uint64_t block_cache_size = 64ull << 20;
-  uint64_t memory_staging_size = 256ull << 20;
+  uint64_t memory_staging_size = 64ull << 20;
   double commit_interval = 5.0;      // seconds
   double prune_low_watermark = 0.9;  // auto-prune down to this fraction of max_size
 

@@ -44,8 +44,9 @@ std::map<int64_t, std::string> PackFilesOnDisk(Store& store) {
     for (auto& f : std::filesystem::directory_iterator(sub.path(), ec)) {
       std::string name = f.path().filename().string();
       if (name.size() != 21 || name.substr(16) != ".pack") continue;
+      std::string digits = name.substr(0, 16);  // strtoll's end pointer points into it
       char* end = nullptr;
-      long long id = std::strtoll(name.substr(0, 16).c_str(), &end, 16);
+      long long id = std::strtoll(digits.c_str(), &end, 16);
       if (*end == '\0') out[id] = f.path().string();
     }
   }

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <future>
 #include <list>
 #include <map>
 #include <memory>
@@ -37,6 +38,7 @@
 #include "store/objects.h"
 #include "store/pack.h"
 #include "store/status.h"
+#include "store/thread_pool.h"
 
 namespace stashfs {
 
@@ -99,6 +101,8 @@ class ObjectStore {
   int64_t writer_id() const { return mount_id_; }
 
   Result<Hash> Put(ObjectKind kind, std::span<const uint8_t> data);
+  // Put on the store's worker threads, for ingesting one large file on several cores.
+  std::future<Result<Hash>> PutAsync(ObjectKind kind, std::vector<uint8_t> data);
   Status PutHashed(ObjectKind kind, const Hash& hash, std::span<const uint8_t> data);
   // Makes every Put() that returned before this call durable and catalogued (and pinned).
   Status Flush();
@@ -129,6 +133,9 @@ class ObjectStore {
   Status Unpin(const ObjectKey& key);
 
   Result<ObjectData> Get(ObjectKind kind, const Hash& hash);
+  // Loads and verifies an object in the background so a later Get finds it in the block cache
+  // (a sequential reader asks for the next chunks while it copies this one).
+  void Prefetch(ObjectKind kind, const Hash& hash);
   // Whether the catalog (or this writer's staging) has the object.
   Result<bool> Has(ObjectKind kind, const Hash& hash);
 
@@ -188,7 +195,13 @@ class ObjectStore {
   Result<std::shared_ptr<CachedBlock>> LoadBlock(const BlockLocation& loc);
   Result<ObjectData> Extract(const std::shared_ptr<CachedBlock>& blk, const ObjectKey& key,
                              uint32_t offset, uint32_t size, const BlockLocation& loc);
-  Result<ObjectData> GetFromCatalog(const ObjectKey& key, bool retry);
+  struct Location {
+    BlockLocation loc;
+    uint32_t offset = 0;
+    uint32_t size = 0;
+  };
+  Result<ObjectData> GetFromCatalog(const ObjectKey& key, bool retry, bool use_cache);
+  void RememberLocation(const ObjectKey& key, const Location& where);
   void CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b);
 
   Env* env_;
@@ -225,7 +238,8 @@ class ObjectStore {
   std::unique_ptr<File> pack_;
   int64_t pack_id_ = 0;
   uint64_t pack_size_ = 0;
-  std::vector<int64_t> sealed_;  // packs filled since the last Flush, to mark sealed
+  // Packs filled since the last Flush, with their final sizes, to mark sealed.
+  std::vector<std::pair<int64_t, uint64_t>> sealed_;
 
   std::mutex cache_mu_;
   size_t cache_bytes_ = 0;
@@ -235,6 +249,20 @@ class ObjectStore {
     std::list<CacheKey>::iterator pos;
   };
   std::unordered_map<CacheKey, CacheSlot, CacheKeyHasher> cache_;
+
+  // Blocks being loaded, so concurrent readers of one block share one decompression.
+  std::mutex load_mu_;
+  std::unordered_map<CacheKey, std::shared_future<Result<std::shared_ptr<CachedBlock>>>,
+                     CacheKeyHasher>
+      loading_;
+
+  // Where recently read objects are, saving a catalog query per FUSE read of a large file.
+  static constexpr size_t kLocationCacheEntries = 1 << 16;
+  std::mutex loc_mu_;
+  std::unordered_map<ObjectKey, Location, ObjectKeyHasher> locations_;
+
+  // Last member: its threads use everything above and stop first.
+  ThreadPool pool_{2};
 };
 
 int64_t NowSeconds();
