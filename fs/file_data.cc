@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <future>
 
 namespace stashfs::fs {
 
@@ -54,9 +56,9 @@ std::shared_ptr<const ContentView> MakeView(FileContent content) {
   auto v = std::make_shared<ContentView>();
   v->content = std::move(content);
   if (!v->content.list) {
-    v->chunks = v->content.chunks;
     uint64_t end = 0;
-    for (const auto& c : v->chunks)
+    v->ends.reserve(v->content.chunks.size());
+    for (const auto& c : v->content.chunks)
       v->ends.push_back(end += c.size);
     v->resolved = true;
   }
@@ -125,9 +127,9 @@ Result<std::shared_ptr<const ContentView>> FileData::Resolve(
   ASSIGN_OR_RETURN(auto chunks, DecodeList(data.bytes));
   auto v = std::make_shared<ContentView>();
   v->content = view->content;
-  v->chunks = std::move(chunks);
+  v->list_chunks = std::move(chunks);
   uint64_t end = 0;
-  for (const auto& c : v->chunks)
+  for (const auto& c : v->list_chunks)
     v->ends.push_back(end += c.size);
   if (end != v->content.size) return Status::Corruption("chunk list does not match file size");
   v->resolved = true;
@@ -150,9 +152,21 @@ Status FileData::ReadStored(const std::shared_ptr<const ContentView>& view_in, u
   ASSIGN_OR_RETURN(auto view, Resolve(view_in));
   auto it = std::upper_bound(view->ends.begin(), view->ends.end(), off);
   size_t i = static_cast<size_t>(it - view->ends.begin());
+  // A sequential reader gets the next few chunks decompressed and verified on other threads
+  // while it copies this one: cold reads of large files use more than one core.
+  bool sequential = off == next_read_.exchange(off + n);
+  if (sequential) {
+    constexpr size_t kAhead = 3;
+    size_t from = std::max<size_t>(i + 1, prefetched_upto_.load());
+    const auto& chunks = view->chunks();
+    size_t to = std::min(chunks.size(), i + 1 + kAhead);
+    for (size_t k = from; k < to; ++k)
+      if (!chunks[k].is_hole()) ctx_->objects->Prefetch(ObjectKind::kChunk, chunks[k].hash);
+    if (to > from) prefetched_upto_ = to;
+  }
   size_t done = 0;
-  while (done < n && i < view->chunks.size()) {
-    const ChunkRef& ch = view->chunks[i];
+  while (done < n && i < view->chunks().size()) {
+    const ChunkRef& ch = view->chunks()[i];
     uint64_t start = view->ends[i] - ch.size;
     uint64_t in_chunk = off + done - start;
     size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, ch.size - in_chunk));
@@ -337,43 +351,74 @@ void FileData::SetContent(const FileContent& content) {
   ++gen_;
 }
 
-Status FileData::StoreChunk(std::span<const uint8_t> data, std::vector<ChunkRef>* out) {
-  if (AllZero(data)) {
-    if (!out->empty() && out->back().is_hole()) {
-      out->back().size += data.size();
-    } else {
-      out->push_back({Hash{}, data.size()});
-    }
-    return Status::Ok();
-  }
-  ASSIGN_OR_RETURN(Hash h, ctx_->objects->Put(ObjectKind::kChunk, data));
-  out->push_back({h, data.size()});
-  return Status::Ok();
-}
-
 Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint64_t size) {
   FileContent c;
   c.size = size;
-  if (fd < 0) {
-    if (size <= kInlineMax) {
+  if (size <= kInlineMax) {
+    if (fd < 0) {
       c.inline_data = mem;
-      return c;
+    } else {
+      c.inline_data.resize(size);
+      RETURN_IF_ERROR(PreadAll(fd, 0, c.inline_data.data(), size));
     }
+    return c;
+  }
+  // Chunks are stored in order of appearance; large ones are hashed and compressed on the store's
+  // worker threads, a few at a time, while this thread reads and cuts the next.
+  struct Pending {
+    uint64_t size;
+    bool hole;
+    std::future<Result<Hash>> hash;
+  };
+  std::deque<Pending> pending;
+  auto settle = [&](size_t keep) -> Status {
+    while (pending.size() > keep) {
+      Pending p = std::move(pending.front());
+      pending.pop_front();
+      if (p.hole) {
+        if (!c.chunks.empty() && c.chunks.back().is_hole()) {
+          c.chunks.back().size += p.size;
+        } else {
+          c.chunks.push_back({Hash{}, p.size});
+        }
+        continue;
+      }
+      ASSIGN_OR_RETURN(Hash h, p.hash.get());
+      c.chunks.push_back({h, p.size});
+    }
+    return Status::Ok();
+  };
+  auto add = [&](std::span<const uint8_t> data, bool parallel) -> Status {
+    if (AllZero(data)) {
+      pending.push_back({data.size(), true, {}});
+    } else if (parallel) {
+      pending.push_back({data.size(), false,
+                         ctx_->objects->PutAsync(ObjectKind::kChunk,
+                                                 std::vector<uint8_t>(data.begin(), data.end()))});
+    } else {
+      std::promise<Result<Hash>> done;
+      done.set_value(ctx_->objects->Put(ObjectKind::kChunk, data));
+      pending.push_back({data.size(), false, done.get_future()});
+    }
+    return settle(4);
+  };
+  Status st;
+  if (fd < 0) {
     std::span<const uint8_t> all(reinterpret_cast<const uint8_t*>(mem.data()), mem.size());
-    while (!all.empty()) {
+    while (!all.empty() && st.ok()) {
       size_t len = NextChunkLength(all, ctx_->chunker);
-      RETURN_IF_ERROR(StoreChunk(all.first(len), &c.chunks));
+      st = add(all.first(len), false);  // small files: one chunk, not worth a thread hop
       all = all.subspan(len);
     }
   } else {
     // Walk the scratch file's data segments; holes become hole runs without being read.
     std::vector<uint8_t> buf;
     uint64_t pos = 0;
-    while (pos < size) {
+    while (pos < size && st.ok()) {
       off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
       uint64_t seg_start = data < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(data), size);
       if (seg_start > pos) {
-        c.chunks.push_back({Hash{}, seg_start - pos});
+        pending.push_back({seg_start - pos, true, {}});
         pos = seg_start;
         continue;
       }
@@ -383,25 +428,23 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
       // Chunk [pos, seg_end) through a window of max_size bytes.
       size_t have = 0;
       buf.resize(ctx_->chunker.max_size);
-      while (pos < seg_end) {
+      while (pos < seg_end && st.ok()) {
         size_t want =
             static_cast<size_t>(std::min<uint64_t>(buf.size() - have, seg_end - pos - have));
-        RETURN_IF_ERROR(PreadAll(fd, pos + have, reinterpret_cast<char*>(buf.data()) + have, want));
+        st = PreadAll(fd, pos + have, reinterpret_cast<char*>(buf.data()) + have, want);
+        if (!st.ok()) break;
         have += want;
         size_t len = NextChunkLength(std::span(buf.data(), have), ctx_->chunker);
-        RETURN_IF_ERROR(StoreChunk(std::span(buf.data(), len), &c.chunks));
+        st = add(std::span(buf.data(), len), true);
         std::memmove(buf.data(), buf.data() + len, have - len);
         have -= len;
         pos += len;
       }
     }
-    if (size <= kInlineMax) {
-      c.inline_data.resize(size);
-      RETURN_IF_ERROR(PreadAll(fd, 0, c.inline_data.data(), size));
-      c.chunks.clear();
-      return c;
-    }
   }
+  Status rest = settle(0);  // wait for every chunk in flight, also after an error
+  if (!st.ok()) return st;
+  RETURN_IF_ERROR(rest);
   if (c.chunks.size() > kDirectChunksMax) {
     ASSIGN_OR_RETURN(Hash list, ctx_->objects->Put(ObjectKind::kList, EncodeList(c.chunks)));
     c.list = list;
@@ -411,6 +454,7 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
 }
 
 Result<bool> FileData::Flush() {
+  std::lock_guard flushing(flush_mu_);
   uint64_t gen, size;
   std::string mem;
   int fd = -1;

@@ -42,8 +42,12 @@ struct DataContext {
 struct ContentView {
   FileContent content;
   bool resolved = false;
-  std::vector<ChunkRef> chunks;
+  std::vector<ChunkRef> list_chunks;  // from the LIST object, when the content has one
   std::vector<uint64_t> ends;
+  // Kept once: a loaded tree holds one of these per file.
+  const std::vector<ChunkRef>& chunks() const {
+    return content.list ? list_chunks : content.chunks;
+  }
 };
 
 class FileData {
@@ -86,11 +90,13 @@ class FileData {
                     char* out);
   Result<std::shared_ptr<const ContentView>> Resolve(std::shared_ptr<const ContentView> view);
   Result<FileContent> BuildContent(const std::string& mem, int fd, uint64_t size);
-  Status StoreChunk(std::span<const uint8_t> data, std::vector<ChunkRef>* out);
   void AccountMemory(int64_t delta);
 
   DataContext* ctx_;
   std::mutex mu_;
+  // Held for a whole Flush: a second flush of the same file (umount's, while a background one
+  // runs) waits and then finds nothing left to do, instead of chunking the file twice.
+  std::mutex flush_mu_;
   uint64_t size_ = 0;
   std::shared_ptr<const ContentView> view_;  // stored content
   Stage stage_ = Stage::kNone;
@@ -99,6 +105,9 @@ class FileData {
   std::string mem_;     // Stage::kMemory: the whole file
   int fd_ = -1;         // Stage::kScratch: the whole file, sparse
   std::string scratch_path_;
+  // Sequential-read detection for prefetching the next stored chunks.
+  std::atomic<uint64_t> next_read_{0};
+  std::atomic<uint64_t> prefetched_upto_{0};  // chunk index prefetched so far (exclusive)
 };
 
 std::shared_ptr<const ContentView> MakeView(FileContent content);

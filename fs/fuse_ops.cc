@@ -2,6 +2,7 @@
 
 #include <sys/xattr.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -13,6 +14,23 @@ namespace {
 FuseContext* Ctx(fuse_req_t req) {
   return static_cast<FuseContext*>(fuse_req_userdata(req));
 }
+
+// Counts one request and the time until its reply was handed back to the kernel.
+class OpTimer {
+ public:
+  OpTimer(fuse_req_t req, FuseOp op)
+      : stats_(Ctx(req)->ops[static_cast<int>(op)]), start_(std::chrono::steady_clock::now()) {}
+  ~OpTimer() {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        std::chrono::steady_clock::now() - start_);
+    stats_.count.fetch_add(1, std::memory_order_relaxed);
+    stats_.nanos.fetch_add(static_cast<uint64_t>(ns.count()), std::memory_order_relaxed);
+  }
+
+ private:
+  FuseOpStats& stats_;
+  std::chrono::steady_clock::time_point start_;
+};
 Volume& Vol(fuse_req_t req) {
   return *Ctx(req)->volume;
 }
@@ -89,6 +107,7 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  OpTimer timer(req, FuseOp::kLookup);
   auto r = Vol(req).Lookup(parent, name);
   if (!r.ok() && r.status().errno_value() == ENOENT && r.status().message().empty()) {
     // Cache the miss in the kernel: package managers probe many names that are not there.
@@ -102,23 +121,27 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
+  OpTimer timer(req, FuseOp::kForget);
   Vol(req).Forget(ino, n);
   fuse_reply_none(req);
 }
 
 void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  OpTimer timer(req, FuseOp::kForget);
   for (size_t i = 0; i < count; ++i)
     Vol(req).Forget(forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kGetattr);
   auto r = Vol(req).GetAttr(ino);
   if (!r.ok()) return ReplyError(req, r.status());
   fuse_reply_attr(req, &*r, Ctx(req)->config.attr_timeout);
 }
 
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kSetattr);
   SetAttrRequest s;
   if (to_set & FUSE_SET_ATTR_MODE) s.mode = attr->st_mode;
   if (to_set & FUSE_SET_ATTR_UID) s.uid = attr->st_uid;
@@ -139,55 +162,67 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
 }
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  OpTimer timer(req, FuseOp::kReadlink);
   auto r = Vol(req).ReadLink(ino);
   if (!r.ok()) return ReplyError(req, r.status());
   fuse_reply_readlink(req, r->c_str());
 }
 
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  OpTimer timer(req, FuseOp::kMknod);
   ReplyEntry(req, Vol(req).MakeNode(parent, name, mode, rdev, CallerOf(req)));
 }
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  OpTimer timer(req, FuseOp::kMkdir);
   ReplyEntry(req, Vol(req).MakeDir(parent, name, mode, CallerOf(req)));
 }
 
 void OpSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  OpTimer timer(req, FuseOp::kSymlink);
   ReplyEntry(req, Vol(req).MakeSymlink(parent, name, target, CallerOf(req)));
 }
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  OpTimer timer(req, FuseOp::kLink);
   ReplyEntry(req, Vol(req).Link(ino, new_parent, new_name));
 }
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  OpTimer timer(req, FuseOp::kUnlink);
   ReplyError(req, Vol(req).Unlink(parent, name));
 }
 
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  OpTimer timer(req, FuseOp::kRmdir);
   ReplyError(req, Vol(req).RemoveDir(parent, name));
 }
 
 void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
               const char* new_name, unsigned int flags) {
+  OpTimer timer(req, FuseOp::kRename);
   ReplyError(req, Vol(req).Rename(parent, name, new_parent, new_name, flags));
 }
 
 // Answering OPEN with ENOSYS makes the kernel skip OPEN and RELEASE for every later open and
 // keep the page cache across opens: warm small-file reads cost no round trip (FUSE-NOTES.md).
 void OpOpen(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kOpen);
   fuse_reply_err(req, ENOSYS);
 }
 void OpOpendir(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kOpen);
   fuse_reply_err(req, ENOSYS);
 }
 // Likewise FLUSH: without this the kernel sends one on every close().
 void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kFlush);
   fuse_reply_err(req, ENOSYS);
 }
 
 void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
+  OpTimer timer(req, FuseOp::kCreate);
   auto r = Vol(req).MakeNode(parent, name, S_IFREG | (mode & 07777), 0, CallerOf(req));
   if (!r.ok()) return ReplyError(req, r.status());
   fuse_entry_param e = Entry(req, *r);
@@ -197,11 +232,13 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kRelease);
   Vol(req).Release(ino);
   fuse_reply_err(req, 0);
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kRead);
   thread_local std::vector<char> buf;
   if (buf.size() < size) buf.resize(size);
   auto r = Vol(req).Read(ino, static_cast<uint64_t>(off), size, buf.data());
@@ -211,16 +248,19 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
              fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kWrite);
   auto r = Vol(req).Write(ino, static_cast<uint64_t>(off), data, size);
   if (!r.ok()) return ReplyError(req, r.status());
   fuse_reply_write(req, *r);
 }
 
 void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kFsync);
   ReplyError(req, Vol(req).Fsync(ino));
 }
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kFsync);
   ReplyError(req, Vol(req).Commit());
 }
 
@@ -247,14 +287,17 @@ void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool 
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kReaddir);
   ReadDirCommon(req, ino, size, off, false);
 }
 
 void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kReaddirplus);
   ReadDirCommon(req, ino, size, off, true);
 }
 
 void OpStatfs(fuse_req_t req, fuse_ino_t) {
+  OpTimer timer(req, FuseOp::kStatfs);
   auto r = Vol(req).StatFs();
   if (!r.ok()) return ReplyError(req, r.status());
   fuse_reply_statfs(req, &*r);
@@ -262,10 +305,12 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
 
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) {
+  OpTimer timer(req, FuseOp::kSetxattr);
   ReplyError(req, Vol(req).SetXattr(ino, name, std::string_view(value, size), flags));
 }
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  OpTimer timer(req, FuseOp::kGetxattr);
   auto r = Vol(req).GetXattr(ino, name);
   if (!r.ok()) return ReplyError(req, r.status());
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());
@@ -274,6 +319,7 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 }
 
 void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  OpTimer timer(req, FuseOp::kListxattr);
   auto r = Vol(req).ListXattr(ino);
   if (!r.ok()) return ReplyError(req, r.status());
   std::string all;
@@ -287,11 +333,13 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  OpTimer timer(req, FuseOp::kRemovexattr);
   ReplyError(req, Vol(req).RemoveXattr(ino, name));
 }
 
 void OpCopyFileRange(fuse_req_t req, fuse_ino_t in, off_t off_in, fuse_file_info*, fuse_ino_t out,
                      off_t off_out, fuse_file_info*, size_t len, int) {
+  OpTimer timer(req, FuseOp::kCopyFileRange);
   auto r = Vol(req).CopyFileRange(in, static_cast<uint64_t>(off_in), out,
                                   static_cast<uint64_t>(off_out), len);
   if (!r.ok()) return ReplyError(req, r.status());
@@ -299,6 +347,7 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t in, off_t off_in, fuse_file_info
 }
 
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
+  OpTimer timer(req, FuseOp::kFallocate);
   ReplyError(req,
              Vol(req).Fallocate(ino, mode, static_cast<uint64_t>(off), static_cast<uint64_t>(len)));
 }
@@ -341,6 +390,17 @@ fuse_lowlevel_ops MakeOps() {
 }
 
 }  // namespace
+
+const char* FuseOpName(FuseOp op) {
+  static const char* names[] = {"lookup",      "forget",      "getattr",         "setattr",
+                                "readlink",    "mknod",       "mkdir",           "symlink",
+                                "link",        "unlink",      "rmdir",           "rename",
+                                "open",        "create",      "release",         "read",
+                                "write",       "flush",       "fsync",           "readdir",
+                                "readdirplus", "statfs",      "setxattr",        "getxattr",
+                                "listxattr",   "removexattr", "copy_file_range", "fallocate"};
+  return names[static_cast<int>(op)];
+}
 
 const fuse_lowlevel_ops& FuseOperations() {
   static const fuse_lowlevel_ops ops = MakeOps();

@@ -5,6 +5,8 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <atomic>
+
 #include "fs/volume.h"
 
 namespace stashfs::fs {
@@ -18,9 +20,49 @@ struct FuseConfig {
   bool writeback_cache = true;
 };
 
+// Requests served, by kind, with the time spent serving them (for `stashfs status`).
+enum class FuseOp : int {
+  kLookup,
+  kForget,
+  kGetattr,
+  kSetattr,
+  kReadlink,
+  kMknod,
+  kMkdir,
+  kSymlink,
+  kLink,
+  kUnlink,
+  kRmdir,
+  kRename,
+  kOpen,
+  kCreate,
+  kRelease,
+  kRead,
+  kWrite,
+  kFlush,
+  kFsync,
+  kReaddir,
+  kReaddirplus,
+  kStatfs,
+  kSetxattr,
+  kGetxattr,
+  kListxattr,
+  kRemovexattr,
+  kCopyFileRange,
+  kFallocate,
+  kCount
+};
+const char* FuseOpName(FuseOp op);
+
+struct FuseOpStats {
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> nanos{0};
+};
+
 struct FuseContext {
   Volume* volume;
   FuseConfig config;
+  FuseOpStats ops[static_cast<int>(FuseOp::kCount)];
 };
 
 // The operations table; the session's userdata must be a FuseContext*.

@@ -59,6 +59,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(Volume* volume,
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   const fuse_lowlevel_ops& ops = FuseOperations();
   s->se_ = fuse_session_new(&args, &ops, sizeof ops, &s->ctx_);
+  fuse_opt_free_args(&args);  // the session keeps its own copies
   if (!s->se_) {
     return Status::Invalid("FUSE rejected the mount options '" + o +
                            "' (libfuse printed why above); check -o");

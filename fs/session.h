@@ -36,6 +36,7 @@ class FuseSession {
   // `lazy` (then the mount disappears now and requests are served until the last file closes).
   Status Unmount(bool lazy);
   const std::string& mountpoint() const { return opts_.mountpoint; }
+  const FuseContext& context() const { return ctx_; }
 
  private:
   FuseSession(Volume* v, SessionOptions o) : ctx_{v, o.config}, opts_(std::move(o)) {}

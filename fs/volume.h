@@ -52,7 +52,7 @@ struct VolumeOptions {
   double flush_delay_s = 1.0;      // chunk a file this long after its last write, if not closed
   int flush_threads = 2;
   size_t mem_file_max = 1 << 20;
-  int64_t mem_total_max = 256 << 20;
+  int64_t mem_total_max = 64 << 20;
   uint64_t keep_scratch_min = 1 << 20;
   uint64_t keep_scratch_total = 1ull << 30;  // clean scratch copies kept, in bytes
   ChunkerParams chunker;

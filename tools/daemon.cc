@@ -1,5 +1,6 @@
 // `stashfs mount`: the mount daemon's life from start-up to the final commit.
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -106,7 +107,23 @@ struct Daemon {
             {"lookups", c.lookups.load()},
             {"negative_lookups", c.negative_lookups.load()},
             {"directories_loaded", c.dirs_loaded.load()},
-            {"commits", c.commits.load()}};
+            {"commits", c.commits.load()},
+            {"requests", Requests()}};
+  }
+
+  // FUSE requests served so far, by kind: count and mean latency in microseconds.
+  Json Requests() {
+    Json out = Json::object();
+    const auto& ctx = session->context();
+    for (int i = 0; i < static_cast<int>(fs::FuseOp::kCount); ++i) {
+      uint64_t n = ctx.ops[i].count.load();
+      if (!n) continue;
+      out[fs::FuseOpName(static_cast<fs::FuseOp>(i))] = {
+          {"count", n},
+          {"mean_us",
+           static_cast<double>(ctx.ops[i].nanos.load()) / 1000.0 / static_cast<double>(n)}};
+    }
+    return out;
   }
 
   // Snapshots the live tree under `k` (stashfs save).
@@ -314,6 +331,11 @@ std::string KeyMessage(const KeyState& ks, const MountOptions& opts) {
 }
 
 int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io& io) {
+  // Decompressed blocks (256 KiB to 2 MiB) are allocated and freed by many threads. A fixed
+  // mmap threshold returns them to the system when freed, and fewer arenas keep the rest from
+  // fragmenting across twenty threads; without this the daemon's RSS drifts upward.
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  mallopt(M_ARENA_MAX, 4);
   Ready ready(ready_fd, opts, io);
   auto fail = [&](const Status& s) {
     ready.Error(s);
@@ -501,7 +523,10 @@ int CmdMount(const GlobalOptions& g, const MountOptions& in, Io& io) {
     return Fail(io, Status::Invalid("--restore-key and --no-save need --key"));
   }
   if (Status s = CheckMountpoint(opts.dir); !s.ok()) return Fail(io, s);
-  if (opts.foreground) return RunDaemon(g, opts, -1, io);
+  // The daemon changes directory to "/": resolve a relative --store against ours first.
+  GlobalOptions ga = g;
+  ga.store = StoreDir(g);
+  if (opts.foreground) return RunDaemon(ga, opts, -1, io);
 
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return Fail(io, Status::IOError("pipe", errno));
@@ -520,7 +545,7 @@ int CmdMount(const GlobalOptions& g, const MountOptions& in, Io& io) {
       ::dup2(null, 1);
       ::close(null);
     }
-    _exit(RunDaemon(g, opts, pipefd[1], io));
+    _exit(RunDaemon(ga, opts, pipefd[1], io));
   }
   ::close(pipefd[1]);
   std::string line;
