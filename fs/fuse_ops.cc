@@ -261,7 +261,7 @@ void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
   OpTimer timer(req, FuseOp::kFsync);
-  ReplyError(req, Vol(req).Commit());
+  ReplyError(req, Vol(req).Commit(true));
 }
 
 void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {

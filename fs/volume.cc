@@ -114,7 +114,7 @@ Status Volume::Shutdown() {
   threads_.clear();
   if (opts_.read_only) return Status::Ok();
   Status st = FlushAll();
-  if (st.ok()) st = Commit();
+  if (st.ok()) st = Commit(true);
   if (st.ok()) st = background_error();
   return st;
 }
@@ -665,7 +665,7 @@ void Volume::Release(uint64_t ino) {
 Status Volume::Fsync(uint64_t ino) {
   if (opts_.read_only) return Status::Ok();
   RETURN_IF_ERROR(FlushFile(ino));
-  return Commit();
+  return Commit(true);
 }
 
 Status Volume::Fallocate(uint64_t ino, int mode, uint64_t off, uint64_t len) {
@@ -904,25 +904,26 @@ Result<Hash> Volume::EncodeDir(Inode* inode, std::vector<Encoded>* out,
   return h;
 }
 
-Status Volume::Commit() {
+Status Volume::Commit(bool durable) {
   if (opts_.read_only) return Status::Ok();
   uint64_t ticket = ++commit_tickets_;
   std::lock_guard lock(commit_mu_);
-  // Group commit: a commit that started after our request covers it.
-  if (commit_covered_ >= ticket) return Status::Ok();
+  // Group commit: a commit that started after our request covers it, if it was durable enough.
+  if (commit_covered_ >= ticket && (covered_durable_ || !durable)) return Status::Ok();
   uint64_t covering = commit_tickets_.load();
-  RETURN_IF_ERROR(CommitLocked());
+  RETURN_IF_ERROR(CommitLocked(durable));
   commit_covered_ = covering;
+  covered_durable_ = durable;
   return Status::Ok();
 }
 
 Status Volume::Sync() {
   if (opts_.read_only) return Status::Ok();
   RETURN_IF_ERROR(FlushAll());
-  return Commit();
+  return Commit(true);
 }
 
-Status Volume::CommitLocked() {
+Status Volume::CommitLocked(bool durable) {
   std::vector<Encoded> out;
   std::vector<uint64_t> encoded_dirs;  // inode numbers are never reused within a mount
   std::vector<uint32_t> encoded_buckets;
@@ -934,7 +935,13 @@ Status Volume::CommitLocked() {
     bool buckets_dirty = false;
     for (auto& [b, bucket] : buckets_)
       buckets_dirty |= bucket.dirty;
-    if (!root->dir->dirty && !root_attrs_dirty_ && !buckets_dirty) return Status::Ok();
+    if (!root->dir->dirty && !root_attrs_dirty_ && !buckets_dirty) {
+      lock.unlock();
+      // Nothing new, but earlier commits may not be durable yet.
+      if (!durable) return Status::Ok();
+      upto = objects_->CutGeneration();
+      return store_->CommitVolume(info_.id, committed_root_, committed_root_, upto, true);
+    }
     dirty_since_commit_ = false;
     // Pins up to this cut are covered by the tree encoded below, once it is committed.
     upto = objects_->CutGeneration();
@@ -1000,7 +1007,7 @@ Status Volume::CommitLocked() {
   if (st.ok()) st = objects_->Flush();
   // While the old root still references them: pin what open, unnamed files read.
   if (st.ok()) st = PinOrphans();
-  if (st.ok()) st = store_->CommitVolume(info_.id, committed_root_, new_root, upto);
+  if (st.ok()) st = store_->CommitVolume(info_.id, committed_root_, new_root, upto, durable);
   if (!st.ok()) {
     // Nothing was committed: make sure the next attempt encodes everything again. Directories
     // encoded here that were deleted since are no longer in the table.

@@ -142,7 +142,8 @@ class Volume {
   Result<struct statvfs> StatFs();
 
   // Commits what is stored so far; returns once a commit that started after this call finished.
-  Status Commit();
+  // With `durable` that commit also survives a power loss (fsync, unmount, save).
+  Status Commit(bool durable = false);
   // Stores every written file, then commits: after Sync() returns, everything written before
   // it survives a crash.
   Status Sync();
@@ -224,7 +225,7 @@ class Volume {
     Hash hash;
     std::vector<uint8_t> bytes;
   };
-  Status CommitLocked();
+  Status CommitLocked(bool durable);
   Result<Hash> EncodeDir(Inode* dir, std::vector<Encoded>* out, std::vector<uint64_t>* encoded);
   TreeEntry EntryFor(const std::string& name, Inode* child);
   LinkRecord LinkRecordFor(Inode* inode);
@@ -257,6 +258,7 @@ class Volume {
   Hash committed_root_;
   uint64_t commit_requests_ = 0;  // guarded by commit_mu_
   uint64_t commit_covered_ = 0;   // requests covered by the last commit
+  bool covered_durable_ = false;  // whether that commit was synced to disk
   std::atomic<uint64_t> commit_tickets_{0};
   std::atomic<bool> dirty_since_commit_{false};
 

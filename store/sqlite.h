@@ -75,6 +75,19 @@ class Db {
   std::unordered_map<std::string, sqlite3_stmt*> stmts_;
 };
 
+// Raises a connection to synchronous=FULL for its lifetime (when `full`): commits made meanwhile
+// are durable, not only atomic. Must not be created inside a transaction.
+class SyncMode {
+ public:
+  SyncMode(Db* db, bool full);
+  ~SyncMode();
+  SyncMode(const SyncMode&) = delete;
+  SyncMode& operator=(const SyncMode&) = delete;
+
+ private:
+  Db* db_;
+};
+
 // BEGIN IMMEDIATE ... COMMIT; rolls back unless committed. IMMEDIATE takes the write lock up
 // front so a transaction never fails half way with SQLITE_BUSY on lock upgrade.
 class Txn {

@@ -98,6 +98,14 @@ Status ValidateName(const std::string& what, const std::string& name, size_t max
   return Status::Ok();
 }
 
+SyncMode::SyncMode(Db* db, bool full) : db_(full ? db : nullptr) {
+  if (db_) db_->Exec("PRAGMA synchronous=FULL");
+}
+
+SyncMode::~SyncMode() {
+  if (db_) db_->Exec("PRAGMA synchronous=NORMAL");
+}
+
 std::string DefaultStoreDir() {
   if (const char* s = std::getenv("STASHFS_STORE"); s && *s) return s;
   if (geteuid() == 0) return "/var/lib/stashfs";
@@ -379,10 +387,19 @@ Status Store::DeleteVolume(int64_t id) {
 }
 
 Status Store::CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& new_root,
-                           uint64_t release_upto) {
+                           uint64_t release_upto, bool durable) {
   auto w = catalog_->write();
+  // In WAL mode synchronous=NORMAL makes commits atomic but not durable until a checkpoint;
+  // FULL fsyncs the WAL at this commit, which also makes every earlier commit durable.
+  SyncMode mode(w.db(), durable);
   Txn txn(w.db());
   RETURN_IF_ERROR(txn.Begin());
+  if (durable) {
+    // Always write something, so the commit (and its WAL sync) happens even when the tree
+    // did not change since a commit that was not durable.
+    ASSIGN_OR_RETURN(auto touch, w->Prepare("UPDATE volumes SET last_used=? WHERE id=?"));
+    RETURN_IF_ERROR(touch.bind(1, NowSeconds()).bind(2, volume_id).run());
+  }
   if (new_root != old_root) {
     // Reference the new tree before dropping the old, so shared subtrees never reach zero.
     RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, new_root, +1));
@@ -441,6 +458,7 @@ Result<SnapshotInfo> Store::CreateSnapshot(const std::string& key, const Hash& r
   ASSIGN_OR_RETURN(RootRecord rec, ReadRoot(root));
   {
     auto w = catalog_->write();
+    SyncMode durable(w.db(), true);  // a saved key must survive a power loss
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
     ASSIGN_OR_RETURN(auto find, w->Prepare("SELECT id, root FROM snapshots WHERE key=?"));

@@ -135,8 +135,10 @@ class Store {
   Result<std::vector<VolumeInfo>> ListVolumes();
   // Moves a volume from `old_root` to `new_root` and releases this writer's pins up to
   // `release_upto`, in one transaction. Fails if another process moved the volume meanwhile.
+  // With `durable` the transaction survives a power loss once this returns (a user's fsync,
+  // unmount, save): SQLite's WAL is fsynced at commit, and with it every earlier commit.
   Status CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& new_root,
-                      uint64_t release_upto);
+                      uint64_t release_upto, bool durable = false);
   Status TouchVolume(int64_t volume_id);
 
   // Snapshots.
