@@ -4,6 +4,8 @@
 #   packaging/setup.sh mount DIR [--volume NAME]   install, build, and mount a cache at DIR
 #                                                  backed by the default local store
 #   packaging/setup.sh test                        install, build, and run every test
+#   packaging/setup.sh sanitize                    the unit tests and the FUSE end-to-end suites
+#                                                  under ASan+UBSan, then under TSan
 #
 # Both install the Debian packages they need first (packaging/install-deps.sh).
 set -euo pipefail
@@ -18,7 +20,7 @@ build() {  # build DIR [extra cmake args...]
 }
 
 usage() {
-  echo "usage: packaging/setup.sh mount DIR [--volume NAME] | packaging/setup.sh test" >&2
+  echo "usage: packaging/setup.sh mount DIR [--volume NAME] | packaging/setup.sh test|sanitize" >&2
   exit 2
 }
 
@@ -44,6 +46,35 @@ case "${1:-}" in
     build build
     # Unit tests and the real-mount end-to-end suites (pip, npm, apt, tar on FUSE), two at a time.
     ctest --test-dir build --output-on-failure -j "$jobs"
+    ;;
+  sanitize)
+    bash packaging/install-deps.sh --test
+    # The suites that drive the threaded FUSE paths hardest; the mounted daemon is the
+    # sanitized binary. Reports go to files, because a daemon killed by a crash test or
+    # detached from the terminal has no stderr anyone reads; any report fails the run.
+    suites=(tests/e2e/test_posix.py tests/e2e/test_persistence.py tests/e2e/test_crash.py
+            tests/e2e/test_ops.py)
+    for kind in address,undefined thread; do
+      dir=build-sanitize-${kind%%,*}
+      build "$dir" -DSTASHFS_SANITIZE="$kind"
+      reports=$(mktemp -d /tmp/stashfs-sanitize.XXXXXX)
+      export ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=1"
+      export UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1"
+      export TSAN_OPTIONS="log_path=$reports/tsan:second_deadlock_stack=1"
+      echo "== $kind: unit tests" >&2
+      "$dir/tests/stashfs_unit_tests" --gtest_brief=1
+      echo "== $kind: end-to-end suites" >&2
+      (cd tests/e2e && STASHFS_BIN="$here/$dir/tools/stashfs" /usr/bin/python3 -m pytest -q -rfE \
+        --timeout=900 -p no:cacheprovider "${suites[@]/#tests\/e2e\//}")
+      unset ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
+      if compgen -G "$reports/*" >/dev/null; then
+        cat "$reports"/* >&2
+        echo "sanitize: $kind reported problems (above; reports in $reports)" >&2
+        exit 1
+      fi
+      rmdir "$reports"
+    done
+    echo "sanitize: no reports from address,undefined or thread" >&2
     ;;
   *)
     usage

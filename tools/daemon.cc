@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "fs/session.h"
@@ -82,7 +83,13 @@ struct Daemon {
   std::unique_ptr<fs::FuseSession> session;
   std::unique_ptr<ControlServer> control;
   std::mutex mu;
-  std::vector<std::shared_ptr<ControlConnection>> umount_waiters;
+  std::vector<std::shared_ptr<ControlConnection>> umount_waiters;  // guarded by mu
+  std::optional<Json> final_result;                                // guarded by mu
+  // Held while a control request or a signal uses the session or the volume. The main thread
+  // takes it to set `closing` once the request loop ends, so neither is used while it tears
+  // them down.
+  std::mutex use_mu;
+  bool closing = false;  // guarded by use_mu
 
   Json StatusJson() {
     auto& c = volume->counters();
@@ -205,6 +212,23 @@ struct Daemon {
 
   void HandleControl(const Json& req, std::shared_ptr<ControlConnection> conn) {
     std::string cmd = req.value("cmd", "");
+    std::lock_guard use(use_mu);
+    if (closing) {
+      // The mount is going away: an unmount request hears how that ended, others are refused.
+      std::lock_guard lock(mu);
+      if (cmd != "umount") {
+        conn->Send({{"ok", false},
+                    {"final", true},
+                    {"error", "the mount at " + opts.dir +
+                                  " is being unmounted; try again "
+                                  "after it is gone"}});
+      } else if (final_result) {
+        conn->Send(*final_result);
+      } else {
+        umount_waiters.push_back(conn);
+      }
+      return;
+    }
     if (cmd == "status") {
       conn->Send(StatusJson());
     } else if (cmd == "sync") {
@@ -241,6 +265,7 @@ struct Daemon {
 
   void Finish(const Json& result) {
     std::lock_guard lock(mu);
+    final_result = result;
     for (auto& c : umount_waiters)
       c->Send(result);
     umount_waiters.clear();
@@ -252,6 +277,8 @@ struct Daemon {
 void SignalThread(Daemon* d, sigset_t set) {
   int sig;
   while (sigwait(&set, &sig) == 0) {
+    std::lock_guard use(d->use_mu);
+    if (d->closing) continue;  // already unmounting; the session may be gone
     std::fprintf(stderr, "stashfs: %s received, unmounting %s\n", strsignal(sig),
                  d->opts.dir.c_str());
     (void)d->session->SyncKernelCache();
@@ -432,6 +459,10 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   ready.Ok(info);
 
   Status st = d.session->Loop();
+  {
+    std::lock_guard use(d.use_mu);  // waits for a control request or signal in progress
+    d.closing = true;
+  }
   Status shut = d.volume->Shutdown();
   if (st.ok()) st = shut;
   std::string done = "unmounted " + opts.dir;
