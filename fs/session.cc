@@ -47,7 +47,13 @@ Status UnmountPath(const std::string& dir, bool lazy) {
 Result<std::unique_ptr<FuseSession>> FuseSession::Mount(Volume* volume,
                                                         const SessionOptions& opts) {
   std::unique_ptr<FuseSession> s(new FuseSession(volume, opts));
-  std::string o = "default_permissions,fsname=" + opts.fsname + ",subtype=stashfs";
+  // libfuse splits -o at commas and takes a backslash as an escape: a store path may have both.
+  std::string fsname;
+  for (char c : opts.fsname) {
+    if (c == ',' || c == '\\') fsname += '\\';
+    fsname += c;
+  }
+  std::string o = "default_permissions,fsname=" + fsname + ",subtype=stashfs";
   if (opts.allow_other) o += ",allow_other";
   if (opts.read_only) o += ",ro";
   for (const auto& extra : opts.fuse_options)

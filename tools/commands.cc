@@ -34,6 +34,17 @@ Result<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool create) {
   return Store::Open(so);
 }
 
+GlobalOptions ForMount(const GlobalOptions& g, const std::string& dir) {
+  if (!g.store.empty()) return g;
+  auto m = FindMount(dir);
+  if (!m || m->fstype != "fuse.stashfs") return g;
+  size_t colon = m->source.rfind(':');
+  if (colon == std::string::npos || colon == 0 || m->source[0] != '/') return g;
+  GlobalOptions out = g;
+  out.store = m->source.substr(0, colon);
+  return out;
+}
+
 Result<MountInfo> DaemonFor(Store& store, const std::string& dir) {
   ASSIGN_OR_RETURN(auto mounts, store.LiveMounts());
   for (const auto& m : mounts)
@@ -52,7 +63,7 @@ int CmdUmount(const GlobalOptions& g, const std::string& in_dir, Io& io) {
   }
   struct stat st;
   bool dead = ::stat(dir.c_str(), &st) != 0 && errno == ENOTCONN;
-  auto store = OpenStore(g, false);
+  auto store = OpenStore(ForMount(g, dir), false);
   if (!store.ok() && !dead) return Fail(io, store.status());
   Result<MountInfo> daemon =
       store.ok() ? DaemonFor(**store, dir) : Result<MountInfo>(store.status());
@@ -77,7 +88,7 @@ int CmdUmount(const GlobalOptions& g, const std::string& in_dir, Io& io) {
 
 int CmdStatus(const GlobalOptions& g, const std::string& in_dir, bool json, Io& io) {
   std::string dir = AbsolutePath(in_dir);
-  auto store = OpenStore(g, false);
+  auto store = OpenStore(ForMount(g, dir), false);
   if (!store.ok()) return Fail(io, store.status());
   auto daemon = DaemonFor(**store, dir);
   if (!daemon.ok()) return Fail(io, daemon.status());

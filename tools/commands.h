@@ -49,6 +49,9 @@ int CmdFsck(const GlobalOptions& g, bool repair, double sample_percent, bool jso
 int CmdConfig(const GlobalOptions& g, const std::string& key, const std::string& value, bool unset,
               Io& io);
 
+// The options to reach the daemon serving `dir`: unless --store is given, the store the mount
+// names as its source (STORE:VOLUME), whatever STASHFS_STORE or the default say.
+GlobalOptions ForMount(const GlobalOptions& g, const std::string& dir);
 // The live daemon serving `dir` in this store, or an error that says what to do.
 Result<MountInfo> DaemonFor(Store& store, const std::string& dir);
 

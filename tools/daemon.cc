@@ -430,7 +430,9 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   d.volume->Start();
   fs::SessionOptions sess;
   sess.mountpoint = opts.dir;
-  sess.fsname = "stashfs:" + (d.key.enabled ? std::string("key") : name);
+  // STORE:VOLUME (STORE:key for a key mount), as NFS shows SERVER:PATH: `df` and `mount` show
+  // where the data lives, and umount/status/save find the store without --store.
+  sess.fsname = d.store->dir() + ":" + (d.key.enabled ? std::string("key") : name);
   sess.allow_other = opts.allow_other;
   sess.read_only = opts.read_only;
   sess.fuse_options = opts.fuse_options;

@@ -10,10 +10,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("stashfs ") + STASHFS_VERSION);
   app.require_subcommand(1);
   GlobalOptions g;
+  // $STASHFS_STORE is read by DefaultStoreDir(), not here, so that g.store is set only by an
+  // explicit --store: umount/status/save of a mount otherwise use the mount's own store.
   app.add_option("--store", g.store,
-                 "store directory (default: $STASHFS_STORE, /var/lib/stashfs for root, else "
-                 "$XDG_DATA_HOME/stashfs)")
-      ->envname("STASHFS_STORE");
+                 "store directory (default: the mount's own store for umount/status/save, "
+                 "else $STASHFS_STORE, /var/lib/stashfs for root, else $XDG_DATA_HOME/stashfs)");
 
   MountOptions m;
   auto* mount = app.add_subcommand("mount", "mount a volume or a cache key at DIR");

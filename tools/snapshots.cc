@@ -16,7 +16,7 @@ int CmdSave(const GlobalOptions& g, const std::string& in_dir, const std::string
             Io& io) {
   if (Status s = ValidateName("key", key, 512); !s.ok()) return Fail(io, s);
   std::string dir = AbsolutePath(in_dir);
-  auto store = OpenStore(g, false);
+  auto store = OpenStore(ForMount(g, dir), false);
   if (!store.ok()) return Fail(io, store.status());
   ASSIGN_OR_RETURN_FAIL(auto daemon, DaemonFor(**store, dir), io);
   auto reply = ControlRequest(static_cast<pid_t>(daemon.pid),

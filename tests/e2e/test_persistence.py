@@ -1,6 +1,7 @@
 """Data and metadata persist across `stashfs umount` + remount; dedup and compression show in
 `stashfs stats --json`. Needs real mounts: skipped with STASHFS_E2E_NATIVE=1.
 """
+import json
 import os
 import shutil
 import stat
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import native_mode, stats
+from conftest import native_mode, run_stashfs, stats
 from helpers import (KiB, MiB, assert_bytes_equal, compare_meta, copy_real_tree, copy_text_tree,
                      det_bytes, diff_r, pread_all, read_file, regular_bytes, tree_meta,
                      write_file)
@@ -356,3 +357,30 @@ def test_copy_file_range_shares_chunks(store, mount_factory):
     check_logical(s, 2 * len(data), "two 8 MiB files")
     assert s["stored_bytes"] < 1.25 * len(data), f"8 MiB copied inside the mount stored twice? {s}"
     assert s["unique_bytes"] < 1.25 * len(data), s
+
+
+def test_mount_names_its_store_so_commands_need_no_store_option(workdir, mount_factory):
+    # A store path with a comma and a space: libfuse splits options at commas and the kernel
+    # escapes spaces in /proc/self/mountinfo; both must survive the round trip.
+    odd_store = workdir / "my,store dir"
+    m = mount_factory(volume="odd", store_dir=odd_store)
+    (m.path / "f").write_text("kept\n")
+    source = next(line.split(" - ")[1].split()[1] for line in
+                  Path("/proc/self/mountinfo").read_text().splitlines()
+                  if line.split()[4] == str(m.path).replace(" ", "\\040"))
+    assert source == str(odd_store).replace(" ", "\\040") + ":odd", source
+    env = dict(os.environ, STASHFS_STORE=str(workdir / "some-other-store"))
+    status = run_stashfs(None, "status", str(m.path), "--json", env=env)
+    assert json.loads(status.stdout)["store"] == str(odd_store), status.stdout
+    saved = run_stashfs(None, "save", str(m.path), "--key", "odd-1", env=env)
+    assert saved.stdout.startswith("stashfs: saved key 'odd-1'"), saved.stdout
+    res = run_stashfs(None, "umount", str(m.path), env=env)
+    m.proc.wait(timeout=60)
+    assert res.stdout.startswith(f"stashfs: unmounted {m.path}"), res.stdout
+    assert m.proc.returncode == 0, m.stderr()
+    assert not (workdir / "some-other-store").exists()
+    m2 = mount_factory(volume="odd", store_dir=odd_store)
+    assert (m2.path / "f").read_text() == "kept\n"
+    # An explicit --store that is not the mount's still says which one to pass.
+    wrong = run_stashfs(workdir / "wrong", "umount", str(m2.path), check=False)
+    assert wrong.returncode != 0 and len(wrong.stderr.splitlines()) == 1, wrong
