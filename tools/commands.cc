@@ -1,6 +1,7 @@
 #include "tools/commands.h"
 
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <iomanip>
@@ -61,8 +62,10 @@ int CmdUmount(const GlobalOptions& g, const std::string& in_dir, Io& io) {
     return Fail(
         io, Status::Invalid(dir + " is not a stashfs mount (it is " + m->fstype + "); use umount"));
   }
-  struct stat st;
-  bool dead = ::stat(dir.c_str(), &st) != 0 && errno == ENOTCONN;
+  // statfs always reaches the daemon (stat may be answered from the kernel's attribute cache),
+  // so ENOTCONN here means nobody serves the mount any more.
+  struct statfs sfs;
+  bool dead = ::statfs(dir.c_str(), &sfs) != 0 && errno == ENOTCONN;
   auto store = OpenStore(ForMount(g, dir), false);
   if (!store.ok() && !dead) return Fail(io, store.status());
   Result<MountInfo> daemon =

@@ -363,6 +363,15 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   // fragmenting across twenty threads; without this the daemon's RSS drifts upward.
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_ARENA_MAX, 4);
+  // Block the signals before any thread starts (opening the store starts its worker pool), so
+  // only SignalThread sees them; one that arrives while starting up is handled once it runs.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   Ready ready(ready_fd, opts, io);
   auto fail = [&](const Status& s) {
     ready.Error(s);
@@ -417,15 +426,6 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   auto volume = fs::Volume::Open(d.store.get(), d.volume_info, vo);
   if (!volume.ok()) return fail(volume.status());
   d.volume = std::move(*volume);
-
-  // Block the signals before any thread starts, so only SignalThread sees them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   d.volume->Start();
   fs::SessionOptions sess;

@@ -4,6 +4,7 @@
 import json
 import os
 import shutil
+import signal
 import stat
 from pathlib import Path
 
@@ -384,3 +385,34 @@ def test_mount_names_its_store_so_commands_need_no_store_option(workdir, mount_f
     # An explicit --store that is not the mount's still says which one to pass.
     wrong = run_stashfs(workdir / "wrong", "umount", str(m2.path), check=False)
     assert wrong.returncode != 0 and len(wrong.stderr.splitlines()) == 1, wrong
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_unmounts_and_commits(mount_factory, sig):
+    # systemd stops a unit with SIGTERM, a terminal with Ctrl-C: both must end like `umount`.
+    m = mount_factory(volume="sig")
+    (m.path / "d").mkdir()
+    (m.path / "d" / "f").write_bytes(b"x" * (3 * MiB + 17))
+    os.kill(m.pid, getattr(signal, sig))
+    m.proc.wait(timeout=60)
+    assert m.proc.returncode == 0, m.stderr()
+    assert not os.path.ismount(m.path)
+    assert f"{sig[3:].lower()}" in m.stderr().lower() or "unmounting" in m.stderr(), m.stderr()
+    m.check_clean()
+    m2 = mount_factory(volume="sig")
+    assert (m2.path / "d" / "f").read_bytes() == b"x" * (3 * MiB + 17)
+
+
+def test_umount_of_a_dead_mount_frees_the_directory(mount_factory):
+    m = mount_factory(volume="dead")
+    (m.path / "f").write_text("committed\n")
+    res = run_stashfs(m.store, "save", str(m.path), "--key", "dead-1")
+    os.kill(m.pid, signal.SIGKILL)
+    m.proc.wait(timeout=30)
+    assert os.path.ismount(m.path)
+    res = run_stashfs(None, "umount", str(m.path), check=False)
+    assert res.returncode == 1, res
+    assert res.stderr.startswith(f"stashfs: the daemon serving {m.path} had stopped; unmounted it."), res
+    assert not os.path.ismount(m.path)
+    m2 = mount_factory(volume="dead")
+    assert (m2.path / "f").read_text() == "committed\n"
