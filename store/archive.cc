@@ -180,6 +180,10 @@ struct KeyHash {
 
 }  // namespace
 
+std::string ExportTempPath(const std::string& path) {
+  return path + ".tmp";
+}
+
 Result<ArchiveInfo> ExportSnapshot(Store& store, const SnapshotInfo& snap, const std::string& path,
                                    const ProgressFn& progress) {
   ArchiveInfo info;
@@ -187,9 +191,17 @@ Result<ArchiveInfo> ExportSnapshot(Store& store, const SnapshotInfo& snap, const
   info.root = snap.root;
   info.logical_bytes = snap.logical_bytes;
   info.files = snap.files;
-  std::string tmp = path + ".tmp";
+  std::string tmp = ExportTempPath(path);
   ArchiveWriter w;
   RETURN_IF_ERROR(w.Open(tmp));
+  // A failed export (damaged store, full disk) must not leave a partial file behind.
+  struct RemoveUnlessDone {
+    const std::string& file;
+    bool done = false;
+    ~RemoveUnlessDone() {
+      if (!done) std::remove(file.c_str());
+    }
+  } cleanup{tmp};
   nlohmann::json meta = {{"key", snap.key},           {"root", snap.root.hex()},
                          {"created", snap.created},   {"logical_bytes", snap.logical_bytes},
                          {"files", snap.files},       {"format", kVersion},
@@ -236,6 +248,7 @@ Result<ArchiveInfo> ExportSnapshot(Store& store, const SnapshotInfo& snap, const
   RETURN_IF_ERROR(w.Close());
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return Status::IOError("renaming to " + path, errno);
+  cleanup.done = true;
   auto size = store.env()->FileSize(path);
   info.file_bytes = size.ok() ? *size : 0;
   return info;

@@ -30,6 +30,10 @@ struct ArchiveInfo {
 // Progress callback: units done and total (bytes of objects); total may be 0 if unknown.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
+// Export writes here first and renames to `path` when complete, so `path` never holds half an
+// archive; the temporary file is removed if the export fails.
+std::string ExportTempPath(const std::string& path);
+
 Result<ArchiveInfo> ExportSnapshot(Store& store, const SnapshotInfo& snap, const std::string& path,
                                    const ProgressFn& progress);
 // Imports `path` as a snapshot named `key_override` (or the key recorded in the file). The store

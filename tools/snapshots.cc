@@ -1,6 +1,9 @@
 // Commands about keys and volumes: save, ls, rm, export, import.
 #include <unistd.h>
 
+#include <csignal>
+#include <cstring>
+
 #include <algorithm>
 #include <iomanip>
 
@@ -128,6 +131,20 @@ int CmdRemove(const GlobalOptions& g, const std::string& name, const std::string
               Status::NotFound("no snapshot or volume named '" + name + "' (see `stashfs ls`)"));
 }
 
+namespace {
+
+// The export's temporary file, for the signal handler: fixed storage, because a handler may
+// only make async-signal-safe calls (unlink, signal, raise).
+char export_tmp[4096];
+
+void RemoveExportTmp(int sig) {
+  if (export_tmp[0]) ::unlink(export_tmp);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+}  // namespace
+
 int CmdExport(const GlobalOptions& g, const std::string& key, const std::string& file, Io& io) {
   auto store = OpenStore(g, false);
   if (!store.ok()) return Fail(io, store.status());
@@ -135,6 +152,13 @@ int CmdExport(const GlobalOptions& g, const std::string& key, const std::string&
   if (!snap.ok()) return Fail(io, snap.status());
   if (!*snap)
     return Fail(io, Status::NotFound("no snapshot with key '" + key + "' (see `stashfs ls`)"));
+  // Ctrl-C (or a CI timeout's SIGTERM) must not leave a half-written FILE.tmp behind.
+  std::string tmp = ExportTempPath(AbsolutePath(file));
+  if (tmp.size() < sizeof export_tmp) {
+    std::memcpy(export_tmp, tmp.c_str(), tmp.size() + 1);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP})
+      ::signal(sig, RemoveExportTmp);
+  }
   Progress progress(io, "exporting");
   auto info = ExportSnapshot(**store, **snap, AbsolutePath(file),
                              [&](uint64_t d, uint64_t t) { progress.Update(d, t); });

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import stat
 import struct
@@ -1478,3 +1479,28 @@ def test_foreground_mount_reports_json_and_github_output(ci, workdir, store, mou
     assert info is not None, f"--foreground --output json printed: {out!r}"
     assert info["result"] == "miss" and info["key"] == "fg-1", info
     assert gh.exists() and "cache-result=miss\n" in gh.read_text(), "GITHUB_OUTPUT not written"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_export_leaves_no_file(ci, workdir, sig):
+    # Ctrl-C at a terminal, SIGTERM from a CI timeout: neither FILE nor a partial FILE.tmp stays.
+    src = workdir / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"r{i}").write_bytes(os.urandom(32 * MiB))
+    ci.save_tree("big-export", src)
+    out = workdir / "big.stashfs"
+    tmp = Path(str(out) + ".tmp")
+    proc = subprocess.Popen([stashfs_bin(), "--store", str(ci.store), "export", "big-export",
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert tmp.exists(), f"export finished before it could be interrupted: {proc.communicate()}"
+    os.kill(proc.pid, getattr(signal, sig))
+    proc.wait(timeout=30)
+    assert proc.returncode == -getattr(signal, sig), (proc.returncode, proc.stderr.read())
+    assert not tmp.exists() and not out.exists()
+    # The store is untouched: the key still exports whole.
+    ci.cmd("export", "big-export", "-o", str(out))
+    assert out.stat().st_size > 100 * MiB and not tmp.exists()
