@@ -7,22 +7,38 @@
 
 namespace stashfs {
 
+namespace {
+
+// "12.5G" -> 12.5 and "G". Only plain non-negative decimals: no sign, exponent, hex or inf
+// (std::stod alone would take " 1e3", "-0" or "0x10").
+bool SplitNumber(const std::string& s, double* v, std::string* unit) {
+  size_t digits = 0;
+  while (digits < s.size() &&
+         (std::isdigit(static_cast<unsigned char>(s[digits])) || s[digits] == '.'))
+    ++digits;
+  if (digits == 0) return false;
+  size_t pos = 0;
+  try {
+    *v = std::stod(s.substr(0, digits), &pos);
+  } catch (...) {
+    return false;
+  }
+  if (pos != digits || !(*v >= 0) || std::isinf(*v)) return false;
+  *unit = s.substr(digits);
+  return true;
+}
+
+}  // namespace
+
 Result<uint64_t> ParseSize(const std::string& s) {
   auto bad = [&] {
     return Status::Invalid("bad size '" + s +
                            "': use a number with an optional unit, like 500M, "
                            "10G or 2TiB");
   };
-  if (s.empty() || !(std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '.')) return bad();
-  size_t pos = 0;
   double v;
-  try {
-    v = std::stod(s, &pos);
-  } catch (...) {
-    return bad();
-  }
-  if (!(v >= 0) || std::isinf(v)) return bad();
-  std::string unit = s.substr(pos);
+  std::string unit;
+  if (!SplitNumber(s, &v, &unit)) return bad();
   for (auto& c : unit)
     c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   if (unit.size() > 1 && unit.back() == 'B') unit.pop_back();
@@ -51,16 +67,9 @@ Result<int64_t> ParseAge(const std::string& s) {
                            "': use a number with a unit, like 90s, 30m, 12h, "
                            "7d or 2w");
   };
-  if (s.empty() || !(std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '.')) return bad();
-  size_t pos = 0;
   double v;
-  try {
-    v = std::stod(s, &pos);
-  } catch (...) {
-    return bad();
-  }
-  if (!(v >= 0) || std::isinf(v)) return bad();
-  std::string unit = s.substr(pos);
+  std::string unit;
+  if (!SplitNumber(s, &v, &unit)) return bad();
   if (unit.empty() && v == 0) return int64_t{0};  // "0": no limit
   double mult;
   if (unit == "s")
