@@ -411,56 +411,6 @@ Result<GcReport> CollectGarbage(Store& store, const GcOptions& o) {
   return CollectGarbageLocked(store, o);
 }
 
-namespace {
-
-// Predicts what deleting roots would free, by dropping their references in memory as AddRef
-// would: an object is freed when every reference to it is gone, so data that several evicted
-// snapshots shared counts as soon as the last of them goes ("bytes only it holds" alone counts
-// shared data for nobody, and evicting by it empties the store).
-class DropSimulator {
- public:
-  explicit DropSimulator(Store& store) : store_(store) {}
-  // Stored bytes freed by dropping one more reference to `root`.
-  Result<uint64_t> Drop(const Hash& root) {
-    ASSIGN_OR_RETURN(auto r, store_.catalog().read());
-    ASSIGN_OR_RETURN(
-        auto q,
-        r->Prepare("SELECT o.refs, o.size, coalesce(b.stored_len, 0), coalesce(b.raw_len, 0), "
-                   "EXISTS (SELECT "
-                   "1 FROM pins p WHERE p.object_id = o.id) FROM objects o LEFT JOIN blocks b ON "
-                   "b.id = o.block_id WHERE o.hash=? AND o.kind=?"));
-    uint64_t freed = 0;
-    std::vector<ChildRef> stack{{ObjectKind::kRoot, root}};
-    while (!stack.empty()) {
-      ChildRef c = stack.back();
-      stack.pop_back();
-      q.bind(1, c.hash).bind(2, static_cast<int>(c.kind));
-      ASSIGN_OR_RETURN(bool row, q.step());
-      if (!row) continue;
-      int64_t refs = q.i64(0);
-      double size = static_cast<double>(q.i64(1)), stored = static_cast<double>(q.i64(2)),
-             raw = static_cast<double>(q.i64(3));
-      bool pinned = q.i64(4) != 0;
-      RETURN_IF_ERROR(q.run());
-      int64_t& dropped = dropped_[ObjectKey{c.hash, c.kind}];
-      if (refs - ++dropped != 0) continue;
-      if (!pinned) freed += static_cast<uint64_t>(raw > 0 ? stored * size / raw : 0);
-      if (!KindHasChildren(c.kind)) continue;
-      auto data = store_.objects().Get(c.kind, c.hash);
-      if (!data.ok()) continue;  // damaged metadata: fsck's business, not prune's estimate
-      ASSIGN_OR_RETURN(auto children, ChildrenOf(c.kind, data->bytes));
-      stack.insert(stack.end(), children.begin(), children.end());
-    }
-    return freed;
-  }
-
- private:
-  Store& store_;
-  std::unordered_map<ObjectKey, int64_t, ObjectKeyHasher> dropped_;
-};
-
-}  // namespace
-
 Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
   ASSIGN_OR_RETURN(auto lock, LockMaintenance(store));
   PruneReport rep;
@@ -508,7 +458,7 @@ Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
     });
     std::vector<std::pair<Candidate, Evicted>> chosen;
     uint64_t projected = size;
-    DropSimulator sim(store);
+    ReleaseEstimator sim(store);
     for (const auto& c : cands) {
       bool old = o.max_age && c.last_used < now - o.max_age;
       bool big = o.max_size && projected > o.max_size;

@@ -538,12 +538,17 @@ Result<std::optional<SnapshotInfo>> Store::NewestSnapshotWithPrefix(const std::s
 }
 
 Result<uint64_t> Store::ExclusiveStoredBytes(const Hash& root) {
-  ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare("SELECT o.refs, o.size, b.stored_len, b.raw_len FROM objects o JOIN blocks b "
-                 "ON b.id = o.block_id WHERE o.hash=? AND o.kind=?"));
-  uint64_t total = 0;
+  ReleaseEstimator estimate(*this);
+  return estimate.Drop(root);
+}
+
+Result<uint64_t> ReleaseEstimator::Drop(const Hash& root) {
+  ASSIGN_OR_RETURN(auto r, store_.catalog().read());
+  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT o.refs, o.size, coalesce(b.stored_len, 0), "
+                                      "coalesce(b.raw_len, 0), EXISTS (SELECT 1 FROM pins p "
+                                      "WHERE p.object_id = o.id) FROM objects o LEFT JOIN "
+                                      "blocks b ON b.id = o.block_id WHERE o.hash=? AND o.kind=?"));
+  uint64_t freed = 0;
   std::vector<ChildRef> stack{{ObjectKind::kRoot, root}};
   while (!stack.empty()) {
     ChildRef c = stack.back();
@@ -552,21 +557,21 @@ Result<uint64_t> Store::ExclusiveStoredBytes(const Hash& root) {
     ASSIGN_OR_RETURN(bool row, q.step());
     if (!row) continue;
     int64_t refs = q.i64(0);
-    double size = static_cast<double>(q.i64(1));
-    double stored = static_cast<double>(q.i64(2)), raw = static_cast<double>(q.i64(3));
+    double size = static_cast<double>(q.i64(1)), stored = static_cast<double>(q.i64(2)),
+           raw = static_cast<double>(q.i64(3));
+    bool pinned = q.i64(4) != 0;
     RETURN_IF_ERROR(q.run());
-    // Only a path of singly-referenced objects from the root is this root's alone.
-    if (refs != 1) continue;
-    total += static_cast<uint64_t>(raw > 0 ? stored * size / raw : size);
+    int64_t& dropped = dropped_[ObjectKey{c.hash, c.kind}];
+    if (refs - ++dropped != 0) continue;
+    if (!pinned) freed += static_cast<uint64_t>(raw > 0 ? stored * size / raw : 0);
     if (!KindHasChildren(c.kind)) continue;
-    // Damaged metadata hides its subtree from this estimate; fsck reports the damage itself.
-    auto data = objects_->Get(c.kind, c.hash);
+    // Damaged metadata hides its subtree from the estimate; fsck reports the damage itself.
+    auto data = store_.objects().Get(c.kind, c.hash);
     if (!data.ok()) continue;
-    auto children = ChildrenOf(c.kind, data->bytes);
-    if (!children.ok()) continue;
-    stack.insert(stack.end(), children->begin(), children->end());
+    ASSIGN_OR_RETURN(auto children, ChildrenOf(c.kind, data->bytes));
+    stack.insert(stack.end(), children.begin(), children.end());
   }
-  return total;
+  return freed;
 }
 
 Status Store::TouchSnapshot(int64_t id) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "store/catalog.h"
@@ -157,7 +158,8 @@ class Store {
   static std::string EphemeralVolumeName(int64_t writer_id);
 
   // Stored bytes reachable only through `root` (objects no other root or object shares),
-  // a block's stored size shared among its objects by their raw size.
+  // a block's stored size shared among its objects by their raw size: what deleting that one
+  // root would free (ReleaseEstimator on its own).
   Result<uint64_t> ExclusiveStoredBytes(const Hash& root);
 
   // Stores an empty tree owned by uid:gid with the given permission bits; returns its ROOT.
@@ -181,6 +183,22 @@ class Store {
   std::unique_ptr<ObjectStore> objects_;
   int64_t writer_id_ = 0;
   std::unique_ptr<FileLock> writer_lock_;
+};
+
+// Predicts what deleting roots would free, by dropping their references in memory as the
+// catalog's reference counting would: an object is freed when every reference to it is gone,
+// so data that several dropped roots shared counts as soon as the last of them goes ("bytes
+// only it holds" alone counts shared data for nobody, and evicting by it empties the store).
+// Objects a writer has pinned are not counted: they stay until the writer commits.
+class ReleaseEstimator {
+ public:
+  explicit ReleaseEstimator(Store& store) : store_(store) {}
+  // Stored bytes freed by dropping one more reference to `root`.
+  Result<uint64_t> Drop(const Hash& root);
+
+ private:
+  Store& store_;
+  std::unordered_map<ObjectKey, int64_t, ObjectKeyHasher> dropped_;
 };
 
 }  // namespace stashfs
