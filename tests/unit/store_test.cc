@@ -517,3 +517,29 @@ TEST(DefaultStoreDirTest, EnvironmentOverrides) {
 
 }  // namespace
 }  // namespace stashfs
+
+namespace stashfs {
+namespace {
+
+// A durable commit (fsync, unmount, save) must reach the disk even when the tree did not change
+// since a periodic commit that was only atomic: it writes a row, so SQLite has a commit to sync.
+// Afterwards the connection is back to NORMAL for the periodic commits.
+TEST_F(StoreRefsTest, DurableCommitWritesEvenWithoutChangeAndRestoresSyncMode) {
+  TwoRoots t = BuildTwoRoots();
+  ASSERT_OK_AND_ASSIGN(VolumeInfo v, store().CreateVolume("v", t.root_a, false, ""));
+  db().Rows("UPDATE volumes SET last_used=0 WHERE id=?", {v.id});
+  uint64_t upto = objects().CutGeneration();
+  ASSERT_OK(store().CommitVolume(v.id, t.root_a, t.root_a, upto));
+  EXPECT_EQ(db().Rows("SELECT last_used FROM volumes WHERE id=?", {v.id})[0][0], 0)
+      << "a commit that changes nothing and need not be durable writes nothing";
+  ASSERT_OK(store().CommitVolume(v.id, t.root_a, t.root_a, upto, /*durable=*/true));
+  EXPECT_GT(db().Rows("SELECT last_used FROM volumes WHERE id=?", {v.id})[0][0], 0);
+  auto w = store().catalog().write();
+  ASSERT_OK_AND_ASSIGN(auto q, w->Prepare("PRAGMA synchronous"));
+  ASSERT_OK_AND_ASSIGN(bool row, q.step());
+  ASSERT_TRUE(row);
+  EXPECT_EQ(q.i64(0), 1) << "synchronous should be NORMAL (1) again";
+}
+
+}  // namespace
+}  // namespace stashfs
