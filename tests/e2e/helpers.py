@@ -342,6 +342,18 @@ def diff_r(a, b):
                                  f"{res.stdout[:4000]}{res.stderr[:2000]}")
 
 
+def inode_groups(root: Path) -> list:
+    """Sorted groups (sorted relpaths) of regular-file names that share an inode, for nlink > 1."""
+    groups = {}
+    for dirpath, _dn, filenames in os.walk(root):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                groups.setdefault(st.st_ino, []).append(os.path.relpath(p, root))
+    return sorted(sorted(g) for g in groups.values())
+
+
 def regular_bytes(root: Path) -> int:
     return _tree_size(root)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 
 from conftest import BAD_MARKERS, is_mounted, native_mode, run_stashfs, stashfs_bin, stats
-from helpers import (KiB, MiB, compare_meta, det_bytes, diff_r, expect_errno, is_root, read_file,
-                     run, tree_meta, write_file)
+from helpers import (KiB, MiB, compare_meta, det_bytes, diff_r, expect_errno, inode_groups,
+                     is_root, read_file, regular_bytes, run, tree_meta, write_file)
 
 pytestmark = pytest.mark.skipif(native_mode(), reason="needs real stashfs mounts")
 
@@ -283,17 +283,6 @@ def mutate_tree(root: Path, seed: str):
     os.utime(root / "empty-dir", ns=(1_000_000_007, 2_000_000_009))
 
 
-def inode_groups(root: Path) -> list:
-    groups = {}
-    for dirpath, _dn, filenames in os.walk(root):
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                groups.setdefault(st.st_ino, []).append(os.path.relpath(p, root))
-    return sorted(sorted(g) for g in groups.values())
-
-
 def fingerprint(root: Path, with_hash: bool = True) -> dict:
     """Everything a restore must reproduce: per entry type, mode, owner, size, mtime (ns),
     content hash or symlink target; user xattrs; hard-link groups."""
@@ -313,17 +302,6 @@ def assert_fp(actual: dict, expected: dict, what: str):
     compare_meta(actual["meta"], expected["meta"], what)
     assert actual["xattrs"] == expected["xattrs"], f"{what}: xattrs differ"
     assert actual["links"] == expected["links"], f"{what}: hard-link groups differ"
-
-
-def regular_bytes(root: Path) -> int:
-    """Sum of regular file sizes, once per name (as logical_bytes counts them)."""
-    total = 0
-    for dirpath, _dn, filenames in os.walk(root):
-        for n in filenames:
-            st = os.lstat(os.path.join(dirpath, n))
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
-    return total
 
 
 def one_line(res, what: str) -> str:

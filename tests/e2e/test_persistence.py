@@ -12,8 +12,8 @@ import pytest
 
 from conftest import native_mode, run_stashfs, stats
 from helpers import (KiB, MiB, assert_bytes_equal, compare_meta, copy_real_tree, copy_text_tree,
-                     det_bytes, diff_r, pread_all, read_file, regular_bytes, tree_meta,
-                     write_file)
+                     det_bytes, diff_r, inode_groups, pread_all, read_file, regular_bytes,
+                     tree_meta, write_file)
 
 pytestmark = pytest.mark.skipif(native_mode(), reason="needs real stashfs mounts (remount, stats)")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ownership of copied trees, chown)")
@@ -47,18 +47,6 @@ def pairs_meta(pairs, base: Path, side: int) -> dict:
             for rel, v in tree_meta(p).items():
                 out[os.path.join(key, rel)] = v
     return out
-
-
-def inode_groups(root: Path) -> list:
-    """Sorted groups (sorted relpaths) of regular-file names that share an inode, for nlink > 1."""
-    groups = {}
-    for dirpath, _dn, filenames in os.walk(root):
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                groups.setdefault(st.st_ino, []).append(os.path.relpath(p, root))
-    return sorted(sorted(g) for g in groups.values())
 
 
 def check_logical(st: dict, expected_regular: int, what: str):
