@@ -52,6 +52,11 @@ class PosixFile final : public File {
     return Status::Ok();
   }
 
+  void start_writeback(uint64_t offset, uint64_t n) override {
+    ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(n),
+                      SYNC_FILE_RANGE_WRITE);
+  }
+
   Status truncate(uint64_t size) override {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
       return Status::IOError("truncating " + path_, errno);

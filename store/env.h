@@ -23,6 +23,12 @@ class File {
   virtual Status pwrite(uint64_t offset, const void* buf, size_t n) = 0;
   // Makes written data durable (fdatasync; fsync when metadata=true).
   virtual Status sync(bool metadata) = 0;
+  // Starts writing [offset, offset+n) to disk without waiting, so a later sync has little left
+  // to do. Only a hint: no error, no durability.
+  virtual void start_writeback(uint64_t offset, uint64_t n) {
+    (void)offset;
+    (void)n;
+  }
   virtual Status truncate(uint64_t size) = 0;
   virtual Result<uint64_t> size() = 0;
   // Names the file has; 0 once it was deleted while open.

@@ -181,9 +181,10 @@ Status ObjectStore::PutHashed(ObjectKind kind, const Hash& hash, std::span<const
 Status ObjectStore::EnsurePack() {
   if (pack_ && pack_size_ < opts_.pack_target) return Status::Ok();
   if (pack_) {
-    RETURN_IF_ERROR(pack_->sync(false));
+    // Synced by the next Flush, outside pack_mu_, before the row that seals it commits: a sync
+    // here would stop every writer for the time it takes the disk to take 32 MiB.
     sealed_.emplace_back(pack_id_, pack_size_);
-    pack_.reset();
+    unsynced_.push_back(std::move(pack_));
   }
   int64_t id;
   {
@@ -222,6 +223,7 @@ Status ObjectStore::EnsurePack() {
   }
   pack_id_ = id;
   pack_size_ = kPackHeaderSize;
+  pack_written_back_ = 0;
   return Status::Ok();
 }
 
@@ -253,6 +255,13 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
         loc = {pack_id_,     pack_size_, static_cast<uint32_t>(header_len),
                h.stored_len, h.raw_len,  h.codec};
         pack_size_ += bytes.size();
+        // Packs are synced before their rows commit; writing them out as they fill keeps that
+        // sync short and the disk busy while the CPU compresses the next blocks.
+        constexpr uint64_t kWritebackStep = 4 << 20;
+        if (pack_size_ - pack_written_back_ >= kWritebackStep) {
+          pack_->start_writeback(pack_written_back_, pack_size_ - pack_written_back_);
+          pack_written_back_ = pack_size_;
+        }
       }
     }
   }
@@ -320,17 +329,29 @@ Status ObjectStore::Flush() {
     }
   }
   std::vector<std::pair<int64_t, uint64_t>> sealed;  // id, final size
+  std::vector<std::shared_ptr<File>> sealed_files;
+  std::shared_ptr<File> current;
   int64_t pack_id = 0;
   uint64_t pack_size = 0;
   Status st;
   {
     std::lock_guard lock(pack_mu_);
-    if (pack_ && !blocks.empty()) st = pack_->sync(false);
-    if (st.ok()) {
-      sealed.swap(sealed_);
-      pack_id = pack_id_;
-      pack_size = pack_size_;
-    }
+    sealed.swap(sealed_);
+    sealed_files.swap(unsynced_);
+    if (!blocks.empty()) current = pack_;
+    pack_id = pack_id_;
+    pack_size = pack_size_;
+  }
+  // Every block in `blocks` is in `current` or a pack sealed since the last Flush. fdatasync
+  // without pack_mu_: other threads go on appending blocks (to be catalogued by a later Flush).
+  for (const auto& f : sealed_files)
+    if (st.ok()) st = f->sync(false);
+  if (st.ok() && current) st = current->sync(false);
+  if (!st.ok()) {
+    std::lock_guard lock(pack_mu_);
+    sealed_.insert(sealed_.begin(), sealed.begin(), sealed.end());
+    unsynced_.insert(unsynced_.begin(), sealed_files.begin(), sealed_files.end());
+    sealed.clear();
   }
   if (st.ok() && blocks.empty() && sealed.empty() && repins.empty()) return Status::Ok();
 

@@ -235,11 +235,13 @@ class ObjectStore {
   std::mutex flush_mu_;
 
   std::mutex pack_mu_;
-  std::unique_ptr<File> pack_;
+  std::shared_ptr<File> pack_;  // shared: a Flush syncs it without holding pack_mu_
   int64_t pack_id_ = 0;
   uint64_t pack_size_ = 0;
+  uint64_t pack_written_back_ = 0;  // start_writeback issued up to here
   // Packs filled since the last Flush, with their final sizes, to mark sealed.
   std::vector<std::pair<int64_t, uint64_t>> sealed_;
+  std::vector<std::shared_ptr<File>> unsynced_;  // the files of sealed_, not yet synced
 
   std::mutex cache_mu_;
   size_t cache_bytes_ = 0;

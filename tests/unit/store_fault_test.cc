@@ -195,13 +195,14 @@ TEST_F(StoreFaultTest, FailedSyncFailsFlushAndCataloguesNothingUntilRetried) {
 // `unflushed` (optionally trying to flush it while syncs fail), then "loses power": drops
 // every unsynced byte and exits without closing anything.
 int CrashingWriter(const std::string& dir, const std::vector<Obj>& flushed,
-                   const std::vector<Obj>& unflushed, bool failing_flush) {
+                   const std::vector<Obj>& unflushed, bool failing_flush, uint64_t pack_target) {
   // Leaked on purpose: returning must not run the Store's destructor (which would flush and
   // unregister); a crash runs no code at all.
   auto& env = *new test::FaultEnv();
   StoreOptions opts;
   opts.dir = dir;
   opts.env = &env;
+  if (pack_target) opts.objects.pack_target = pack_target;
   auto s = Store::Open(opts);
   if (!s.ok()) return 10;
   Store* store = std::move(s).value().release();
@@ -224,14 +225,15 @@ int CrashingWriter(const std::string& dir, const std::vector<Obj>& flushed,
 
 class StoreCrashTest : public StoreFaultTest {
  protected:
-  void RunCrash(bool failing_flush) {
+  // `pack_target`: small packs, so several are sealed (and must be synced) before a Flush.
+  void RunCrash(bool failing_flush, uint64_t pack_target = 0) {
     // No SQLite connection may be open across fork().
     store_.reset();
     db_.reset();
     auto flushed = Batch(30, 3, 7);
     auto unflushed = Batch(30, 3, 8);
-    int code =
-        test::RunInChild([&] { return CrashingWriter(dir(), flushed, unflushed, failing_flush); });
+    int code = test::RunInChild(
+        [&] { return CrashingWriter(dir(), flushed, unflushed, failing_flush, pack_target); });
     ASSERT_EQ(code, 0) << "the crashing writer failed at step " << code;
 
     OpenStore(Env::Default());
@@ -257,6 +259,12 @@ TEST_F(StoreCrashTest, CrashKeepsFlushedObjectsAndForgetsTheRest) {
 
 TEST_F(StoreCrashTest, CrashAfterAFailedFlushKeepsOnlyWhatWasFlushed) {
   RunCrash(true);
+}
+
+TEST_F(StoreCrashTest, PacksSealedBetweenFlushesAreSyncedByTheFlush) {
+  // Packs of ~150 KB: the flushed batch fills several, each sealed without a sync of its own.
+  RunCrash(false, 150000);
+  EXPECT_GE(db().Count("packs"), 3);
 }
 
 }  // namespace
