@@ -52,6 +52,90 @@ Status PwriteAll(int fd, uint64_t off, const char* data, size_t n) {
 
 }  // namespace
 
+// A file's content as it is being cut: chunks already stored, then puts still running on the
+// store's workers (hashing and compressing), kept in order so the list comes out in file order.
+class ContentBuilder {
+ public:
+  explicit ContentBuilder(DataContext* ctx) : ctx_(ctx) {}
+
+  // A run of zeros: stored as a hole, not as data.
+  void AddHole(uint64_t n) {
+    pending_.push_back({n, true, {}});
+    added_ += n;
+  }
+  // One chunk. `parallel`: put it on the store's workers (large files), at most kInFlight at a
+  // time, which bounds the memory a fast writer can pile up.
+  Status Add(std::span<const uint8_t> data, bool parallel) {
+    added_ += data.size();
+    if (AllZero(data)) {
+      pending_.push_back({data.size(), true, {}});
+    } else if (parallel) {
+      pending_.push_back({data.size(), false,
+                          ctx_->objects->PutAsync(ObjectKind::kChunk,
+                                                  std::vector<uint8_t>(data.begin(), data.end()))});
+    } else {
+      std::promise<Result<Hash>> done;
+      done.set_value(ctx_->objects->Put(ObjectKind::kChunk, data));
+      pending_.push_back({data.size(), false, done.get_future()});
+    }
+    return Settle(kInFlight);
+  }
+  // Waits for everything in flight and returns the content of `size` bytes.
+  Result<FileContent> Finish(uint64_t size) {
+    RETURN_IF_ERROR(Settle(0));
+    if (added_ != size)
+      return Status::IOError("chunking a file: its chunks do not add up to its size", EIO);
+    content_.size = size;
+    if (content_.chunks.size() > kDirectChunksMax) {
+      ASSIGN_OR_RETURN(Hash list,
+                       ctx_->objects->Put(ObjectKind::kList, EncodeList(content_.chunks)));
+      content_.list = list;
+      content_.chunks.clear();
+    }
+    return std::move(content_);
+  }
+  // Waits for the puts in flight, also after an error (they use the data they own).
+  Status Drain() {
+    Status first;
+    while (!pending_.empty()) {
+      Status s = Settle(pending_.size() - 1);
+      if (first.ok() && !s.ok()) first = s;
+    }
+    return first;
+  }
+
+ private:
+  static constexpr size_t kInFlight = 4;
+  struct Pending {
+    uint64_t size;
+    bool hole;
+    std::future<Result<Hash>> hash;
+  };
+
+  Status Settle(size_t keep) {
+    while (pending_.size() > keep) {
+      Pending p = std::move(pending_.front());
+      pending_.pop_front();
+      if (p.hole) {
+        if (!content_.chunks.empty() && content_.chunks.back().is_hole()) {
+          content_.chunks.back().size += p.size;
+        } else {
+          content_.chunks.push_back({Hash{}, p.size});
+        }
+        continue;
+      }
+      ASSIGN_OR_RETURN(Hash h, p.hash.get());
+      content_.chunks.push_back({h, p.size});
+    }
+    return Status::Ok();
+  }
+
+  DataContext* ctx_;
+  FileContent content_;
+  std::deque<Pending> pending_;
+  uint64_t added_ = 0;
+};
+
 std::shared_ptr<const ContentView> MakeView(FileContent content) {
   auto v = std::make_shared<ContentView>();
   v->content = std::move(content);
@@ -103,6 +187,7 @@ uint64_t FileData::scratch_bytes() {
 }
 
 void FileData::DropStaging() {
+  StopStream(true);
   if (stage_ == Stage::kMemory) {
     AccountMemory(-static_cast<int64_t>(mem_.capacity()));
     std::string().swap(mem_);
@@ -281,6 +366,8 @@ Status FileData::Write(uint64_t off, const char* data, size_t n) {
   if (off > UINT64_MAX - n) return Status::Errno(EFBIG);
   std::lock_guard lock(mu_);
   RETURN_IF_ERROR(EnsureStaged(off + n));
+  if (off < stream_end_) StopStream(false);
+  stream_low_ = std::min(stream_low_, off);
   if (stage_ == Stage::kMemory) {
     if (off + n > mem_.size()) {
       size_t before = mem_.capacity();
@@ -311,6 +398,8 @@ Status FileData::Truncate(uint64_t new_size) {
     return Status::Ok();
   }
   RETURN_IF_ERROR(EnsureStaged(new_size));
+  if (new_size < stream_end_) StopStream(false);
+  stream_low_ = std::min(stream_low_, std::min(new_size, size_));
   if (stage_ == Stage::kMemory) {
     size_t before = mem_.capacity();
     mem_.resize(new_size);
@@ -329,6 +418,7 @@ Status FileData::Extend(uint64_t end) {
   std::lock_guard lock(mu_);
   if (end <= size_) return Status::Ok();
   RETURN_IF_ERROR(EnsureStaged(end));
+  stream_low_ = std::min(stream_low_, size_);
   if (stage_ == Stage::kMemory) {
     size_t before = mem_.capacity();
     mem_.resize(end);
@@ -351,10 +441,12 @@ void FileData::SetContent(const FileContent& content) {
   ++gen_;
 }
 
-Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint64_t size) {
-  FileContent c;
-  c.size = size;
-  if (size <= kInlineMax) {
+Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint64_t size,
+                                           std::shared_ptr<ContentBuilder> prefix,
+                                           uint64_t prefix_end) {
+  if (!prefix && size <= kInlineMax) {
+    FileContent c;
+    c.size = size;
     if (fd < 0) {
       c.inline_data = mem;
     } else {
@@ -364,61 +456,26 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
     return c;
   }
   // Chunks are stored in order of appearance; large ones are hashed and compressed on the store's
-  // worker threads, a few at a time, while this thread reads and cuts the next.
-  struct Pending {
-    uint64_t size;
-    bool hole;
-    std::future<Result<Hash>> hash;
-  };
-  std::deque<Pending> pending;
-  auto settle = [&](size_t keep) -> Status {
-    while (pending.size() > keep) {
-      Pending p = std::move(pending.front());
-      pending.pop_front();
-      if (p.hole) {
-        if (!c.chunks.empty() && c.chunks.back().is_hole()) {
-          c.chunks.back().size += p.size;
-        } else {
-          c.chunks.push_back({Hash{}, p.size});
-        }
-        continue;
-      }
-      ASSIGN_OR_RETURN(Hash h, p.hash.get());
-      c.chunks.push_back({h, p.size});
-    }
-    return Status::Ok();
-  };
-  auto add = [&](std::span<const uint8_t> data, bool parallel) -> Status {
-    if (AllZero(data)) {
-      pending.push_back({data.size(), true, {}});
-    } else if (parallel) {
-      pending.push_back({data.size(), false,
-                         ctx_->objects->PutAsync(ObjectKind::kChunk,
-                                                 std::vector<uint8_t>(data.begin(), data.end()))});
-    } else {
-      std::promise<Result<Hash>> done;
-      done.set_value(ctx_->objects->Put(ObjectKind::kChunk, data));
-      pending.push_back({data.size(), false, done.get_future()});
-    }
-    return settle(4);
-  };
+  // worker threads, a few at a time, while this thread reads and cuts the next. A streamed
+  // prefix already holds the chunks of [0, prefix_end).
+  std::shared_ptr<ContentBuilder> b = prefix ? prefix : std::make_shared<ContentBuilder>(ctx_);
   Status st;
   if (fd < 0) {
     std::span<const uint8_t> all(reinterpret_cast<const uint8_t*>(mem.data()), mem.size());
     while (!all.empty() && st.ok()) {
       size_t len = NextChunkLength(all, ctx_->chunker);
-      st = add(all.first(len), false);  // small files: one chunk, not worth a thread hop
+      st = b->Add(all.first(len), false);  // small files: one chunk, not worth a thread hop
       all = all.subspan(len);
     }
   } else {
     // Walk the scratch file's data segments; holes become hole runs without being read.
     std::vector<uint8_t> buf;
-    uint64_t pos = 0;
+    uint64_t pos = prefix_end;
     while (pos < size && st.ok()) {
       off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
       uint64_t seg_start = data < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(data), size);
       if (seg_start > pos) {
-        pending.push_back({seg_start - pos, true, {}});
+        b->AddHole(seg_start - pos);
         pos = seg_start;
         continue;
       }
@@ -435,34 +492,117 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
         if (!st.ok()) break;
         have += want;
         size_t len = NextChunkLength(std::span(buf.data(), have), ctx_->chunker);
-        st = add(std::span(buf.data(), len), true);
+        st = b->Add(std::span(buf.data(), len), true);
         std::memmove(buf.data(), buf.data() + len, have - len);
         have -= len;
         pos += len;
       }
     }
   }
-  Status rest = settle(0);  // wait for every chunk in flight, also after an error
-  if (!st.ok()) return st;
-  RETURN_IF_ERROR(rest);
-  if (c.chunks.size() > kDirectChunksMax) {
-    ASSIGN_OR_RETURN(Hash list, ctx_->objects->Put(ObjectKind::kList, EncodeList(c.chunks)));
-    c.list = list;
-    c.chunks.clear();
+  if (!st.ok()) {
+    (void)b->Drain();  // wait for every chunk in flight
+    return st;
   }
-  return c;
+  return b->Finish(size);
 }
 
-Result<bool> FileData::Flush() {
+void FileData::StopStream(bool restart) {
+  stream_.reset();
+  stream_lease_.reset();
+  stream_end_ = 0;
+  stream_off_ = !restart;
+}
+
+bool FileData::TakeStreamTurn() {
+  std::lock_guard lock(mu_);
+  if (stage_ != Stage::kScratch || stream_off_ || stream_queued_ || !dirty_) return false;
+  // A few windows ahead, so each step has real work and a writer that goes back a little (to
+  // patch a header, say) usually does so before the stream passes that point.
+  if (size_ < stream_end_ + 4 * static_cast<uint64_t>(ctx_->chunker.max_size)) return false;
+  stream_queued_ = true;
+  return true;
+}
+
+uint64_t FileData::streamed_bytes() {
+  std::lock_guard lock(mu_);
+  return stream_end_;
+}
+
+Status FileData::StreamStep(uint64_t budget) {
+  std::lock_guard flushing(flush_mu_);
+  const uint64_t window = ctx_->chunker.max_size;
+  std::shared_ptr<ContentBuilder> b;
+  uint64_t start, limit;
+  int fd;
+  {
+    std::lock_guard lock(mu_);
+    stream_queued_ = false;
+    if (stage_ != Stage::kScratch || stream_off_ || !dirty_) return Status::Ok();
+    start = stream_end_;
+    limit = size_;
+    if (limit < start + window) return Status::Ok();
+    fd = ::dup(fd_);
+    if (fd < 0) return Status::IOError("dup of scratch file", errno);
+    if (!stream_) {
+      stream_ = std::make_shared<ContentBuilder>(ctx_);
+      stream_lease_.emplace(ctx_->objects->BeginLease());
+    }
+    b = stream_;
+    stream_low_ = UINT64_MAX;  // from here on, a write below our new end invalidates the step
+  }
+  // Only data the flush's segment walk would chunk the same way: [start, next hole). A stream
+  // that starts in a hole is left to the flush.
+  off_t data = ::lseek(fd, static_cast<off_t>(start), SEEK_DATA);
+  off_t hole = ::lseek(fd, static_cast<off_t>(start), SEEK_HOLE);
+  uint64_t data_end = data == static_cast<off_t>(start) && hole > data
+                          ? std::min<uint64_t>(static_cast<uint64_t>(hole), limit)
+                          : start;
+  Status st;
+  uint64_t pos = start;
+  std::vector<uint8_t> buf(window);
+  // Cut only where a whole window is present: such a cut does not depend on what follows.
+  while (pos + window <= data_end && pos - start < budget) {
+    st = PreadAll(fd, pos, reinterpret_cast<char*>(buf.data()), window);
+    if (!st.ok()) break;
+    size_t len = NextChunkLength(std::span(buf.data(), window), ctx_->chunker);
+    st = b->Add(std::span(buf.data(), len), true);
+    if (!st.ok()) break;
+    pos += len;
+  }
+  ::close(fd);
+  if (ctx_->after_stream_read) ctx_->after_stream_read();
+  std::lock_guard lock(mu_);
+  if (stream_ != b) return st;  // stopped meanwhile
+  if (!st.ok() || stream_low_ < pos) {
+    // A failed put, or bytes changed under the read: the flush will chunk the file itself.
+    StopStream(false);
+    return st;
+  }
+  ctx_->bytes_streamed += pos - start;
+  stream_end_ = pos;
+  return Status::Ok();
+}
+
+Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
   std::lock_guard flushing(flush_mu_);
   uint64_t gen, size;
   std::string mem;
   int fd = -1;
+  std::shared_ptr<ContentBuilder> prefix;
+  uint64_t prefix_end = 0;
   {
     std::lock_guard lock(mu_);
     if (!dirty_) return false;
     gen = gen_;
     size = size_;
+    // The streamed prefix is used once: by this flush, whose result stands unless the file is
+    // written meanwhile (then the next flush chunks it whole).
+    if (stream_ && stage_ == Stage::kScratch) {
+      prefix = std::move(stream_);
+      prefix_end = stream_end_;
+      if (stream_lease && stream_lease_) stream_lease->emplace(std::move(*stream_lease_));
+    }
+    StopStream(true);
     if (stage_ == Stage::kMemory) {
       mem = mem_;
     } else {
@@ -472,7 +612,7 @@ Result<bool> FileData::Flush() {
       if (fd < 0) return Status::IOError("dup of scratch file", errno);
     }
   }
-  auto content = BuildContent(mem, fd, size);
+  auto content = BuildContent(mem, fd, size, std::move(prefix), prefix_end);
   if (fd >= 0) ::close(fd);
   if (!content.ok()) return content.status();
   std::lock_guard lock(mu_);

@@ -6,12 +6,21 @@
 // installs the new content, so a tool writing a file never waits for hashing or compression.
 // Large files keep a clean scratch copy after the flush, so the next write does not have to copy
 // the file back out of the store and reads come straight from local disk.
+//
+// A large file written front to back is also ingested while it is written (StreamStep): the
+// chunks of its settled prefix are stored as they arrive, so the flush after close has only the
+// tail left and a big write is durable soon after the writer finishes instead of a whole
+// re-read later. A write below the streamed prefix drops the stream; the flush then chunks the
+// whole file as before. The stream cuts only where a whole FastCDC window is present, so it
+// yields exactly the chunks a flush of the finished file would.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,7 +43,11 @@ struct DataContext {
   std::atomic<uint64_t> next_scratch_id{1};
   std::atomic<uint64_t> bytes_read_store{0};  // bytes served from stored chunks
   std::atomic<uint64_t> bytes_written{0};
-  std::atomic<uint64_t> copy_ups{0};  // stored files copied out to be modified
+  std::atomic<uint64_t> copy_ups{0};        // stored files copied out to be modified
+  std::atomic<uint64_t> bytes_streamed{0};  // stored while their file was still being written
+  // Tests only: runs inside a stream step after it read and stored its window, before it checks
+  // whether the file changed under it (a write then lands exactly in that race).
+  std::function<void()> after_stream_read;
 };
 
 // A file's stored content resolved for reading: the chunk list (loaded from a LIST object if
@@ -49,6 +62,8 @@ struct ContentView {
     return content.list ? list_chunks : content.chunks;
   }
 };
+
+class ContentBuilder;
 
 class FileData {
  public:
@@ -70,8 +85,17 @@ class FileData {
 
   // Chunks and stores the staged bytes and installs them as the stored content, unless the file
   // was modified meanwhile. Returns whether the stored content changed. The caller holds an
-  // ObjectStore lease until it has recorded the change in its tree.
-  Result<bool> Flush();
+  // ObjectStore lease until it has recorded the change in its tree, and holds `stream_lease`
+  // (the lease of a streamed prefix this flush used, if any) as long.
+  Result<bool> Flush(std::optional<ObjectStore::Lease>* stream_lease);
+
+  // Whether enough new bytes follow the streamed prefix to be worth a StreamStep; true at most
+  // once until that step starts, so the caller queues one step at a time.
+  bool TakeStreamTurn();
+  // Stores up to `budget` more bytes of the streamed prefix (blocking while the store's workers
+  // compress). Never changes the file's content; a failure just ends the stream.
+  Status StreamStep(uint64_t budget);
+  uint64_t streamed_bytes();
   // Replaces the whole file with stored `content` (a copy that shares chunks).
   void SetContent(const FileContent& content);
   // Drops a clean scratch copy (the stored content has the same bytes) to free disk space.
@@ -89,7 +113,11 @@ class FileData {
   Status ReadStored(const std::shared_ptr<const ContentView>& view, uint64_t off, size_t n,
                     char* out);
   Result<std::shared_ptr<const ContentView>> Resolve(std::shared_ptr<const ContentView> view);
-  Result<FileContent> BuildContent(const std::string& mem, int fd, uint64_t size);
+  Result<FileContent> BuildContent(const std::string& mem, int fd, uint64_t size,
+                                   std::shared_ptr<ContentBuilder> prefix, uint64_t prefix_end);
+  // Drops the streamed prefix (mu_ held). `restart`: a new stream may begin (the file was
+  // emptied); otherwise none does until the next flush (the writer is not front to back).
+  void StopStream(bool restart);
   void AccountMemory(int64_t delta);
 
   DataContext* ctx_;
@@ -105,6 +133,13 @@ class FileData {
   std::string mem_;     // Stage::kMemory: the whole file
   int fd_ = -1;         // Stage::kScratch: the whole file, sparse
   std::string scratch_path_;
+  // Streaming ingest (mu_ held, except that the builder itself is used under flush_mu_ only).
+  std::shared_ptr<ContentBuilder> stream_;          // chunks of bytes [0, stream_end_)
+  std::optional<ObjectStore::Lease> stream_lease_;  // keeps the prefix's objects pinned
+  uint64_t stream_end_ = 0;
+  uint64_t stream_low_ = UINT64_MAX;  // lowest offset modified while a step reads
+  bool stream_off_ = false;
+  bool stream_queued_ = false;
   // Sequential-read detection for prefetching the next stored chunks.
   std::atomic<uint64_t> next_read_{0};
   std::atomic<uint64_t> prefetched_upto_{0};  // chunk index prefetched so far (exclusive)

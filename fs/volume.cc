@@ -655,6 +655,7 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t off, const char* data, size_
     }
   }
   QueueFlush(ino, false);
+  if (!opts_.read_only && f->TakeStreamTurn()) QueueStream(ino);
   return n;
 }
 
@@ -712,7 +713,8 @@ Result<size_t> Volume::CopyFileRange(uint64_t in, uint64_t off_in, uint64_t out,
     return Status::Errno(EOPNOTSUPP);
   auto lease = objects_->BeginLease();
   if (src->dirty()) {
-    ASSIGN_OR_RETURN(bool changed, src->Flush());
+    std::optional<ObjectStore::Lease> stream_lease;
+    ASSIGN_OR_RETURN(bool changed, src->Flush(&stream_lease));
     if (changed) {
       std::unique_lock lock(ns_mu_);
       if (Inode* a = Find(in)) MarkChanged(a);
@@ -1088,9 +1090,19 @@ void Volume::QueueFlush(uint64_t ino, bool now) {
   flush_cv_.notify_one();
 }
 
+void Volume::QueueStream(uint64_t ino) {
+  {
+    std::lock_guard lock(flush_mu_);
+    if (stopping_) return;
+    stream_ready_.push_back(ino);
+  }
+  flush_cv_.notify_one();
+}
+
 void Volume::FlusherLoop() {
   for (;;) {
     uint64_t ino;
+    bool stream = false;
     {
       std::unique_lock lock(flush_mu_);
       for (;;) {
@@ -1098,6 +1110,12 @@ void Volume::FlusherLoop() {
         if (!flush_ready_.empty()) {
           ino = flush_ready_.front();
           flush_ready_.pop_front();
+          break;
+        }
+        if (!stream_ready_.empty()) {
+          ino = stream_ready_.front();
+          stream_ready_.pop_front();
+          stream = true;
           break;
         }
         if (!flush_later_.empty()) {
@@ -1117,12 +1135,31 @@ void Volume::FlusherLoop() {
         }
         flush_cv_.wait(lock);
       }
-      queued_.erase(ino);
-      last_write_.erase(ino);
+      if (!stream) {
+        queued_.erase(ino);
+        last_write_.erase(ino);
+      }
+    }
+    if (stream) {
+      StreamFile(ino);
+      continue;
     }
     Status s = FlushFile(ino);
     if (!s.ok()) RecordError(s);
   }
+}
+
+void Volume::StreamFile(uint64_t ino) {
+  std::shared_ptr<FileData> f;
+  {
+    std::unique_lock lock(ns_mu_);
+    Inode* inode = Find(ino);
+    if (!inode || !inode->file || inode->nlink == 0) return;
+    f = inode->file;
+  }
+  // A bounded step, so one large writer does not hold this thread from the other files; a
+  // failure is not reported here: the file's flush stores it all again and reports that.
+  if (f->StreamStep(64 << 20).ok() && f->TakeStreamTurn()) QueueStream(ino);
 }
 
 Status Volume::FlushFile(uint64_t ino) {
@@ -1135,7 +1172,8 @@ Status Volume::FlushFile(uint64_t ino) {
     if (!inode || !inode->file || inode->nlink == 0) return Status::Ok();
     f = inode->file;
   }
-  ASSIGN_OR_RETURN(bool changed, f->Flush());
+  std::optional<ObjectStore::Lease> stream_lease;
+  ASSIGN_OR_RETURN(bool changed, f->Flush(&stream_lease));
   if (changed) {
     counters_.flushes++;
     std::unique_lock lock(ns_mu_);

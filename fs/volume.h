@@ -234,6 +234,8 @@ class Volume {
   // Flushing written files.
   void QueueFlush(uint64_t ino, bool now);
   void FlusherLoop();
+  void QueueStream(uint64_t ino);
+  void StreamFile(uint64_t ino);
   void CommitterLoop();
   Status FlushFile(uint64_t ino);
   Status FlushAll();
@@ -264,8 +266,9 @@ class Volume {
 
   std::mutex flush_mu_;
   std::condition_variable flush_cv_;
-  std::deque<uint64_t> flush_ready_;  // closed files: store now
-  std::deque<uint64_t> flush_later_;  // written, not closed: store after flush_delay_s idle
+  std::deque<uint64_t> flush_ready_;   // closed files: store now
+  std::deque<uint64_t> stream_ready_;  // large files being written: store their next part
+  std::deque<uint64_t> flush_later_;   // written, not closed: store after flush_delay_s idle
   std::unordered_map<uint64_t, std::chrono::steady_clock::time_point> last_write_;
   std::unordered_set<uint64_t> queued_;
   bool stopping_ = false;

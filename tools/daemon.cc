@@ -108,6 +108,7 @@ struct Daemon {
             {"committed_root", volume->committed_root().hex()},
             {"bytes_written", d.bytes_written.load()},
             {"bytes_stored_new", store->objects().counters().new_stored_bytes.load()},
+            {"bytes_stored_while_written", d.bytes_streamed.load()},
             {"bytes_read_from_store", d.bytes_read_store.load()},
             {"files_read_from_store", c.files_read_from_base.load()},
             {"files_created", c.files_created.load()},

@@ -1,0 +1,178 @@
+// FileData's streaming ingest: a file written front to back is chunked and stored while it is
+// written, and the result must be exactly what a flush of the finished file stores; any write
+// behind the stream must still give the right bytes.
+#include "fs/file_data.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "store_fixture.h"
+#include "test_util.h"
+
+namespace stashfs::test {
+namespace {
+
+using fs::DataContext;
+using fs::FileData;
+
+class FileDataTest : public StoreTest {
+ protected:
+  void SetUp() override {
+    StoreTest::SetUp();
+    ctx_.objects = &objects();
+    ctx_.scratch_dir = tmp_.Sub("scratch");
+    ctx_.mem_file_max = 64 * 1024;  // larger files are staged in scratch files, as big ones are
+    ctx_.chunker = {4 * 1024, 16 * 1024, 64 * 1024};
+  }
+
+  // Writes `data` front to back in `piece`-byte writes, taking a stream turn after each write
+  // as the volume does (streaming synchronously here).
+  void WriteStreaming(FileData& f, const std::vector<uint8_t>& data, size_t piece,
+                      bool stream = true) {
+    for (size_t off = 0; off < data.size(); off += piece) {
+      size_t n = std::min(piece, data.size() - off);
+      ASSERT_OK(f.Write(off, reinterpret_cast<const char*>(data.data()) + off, n));
+      if (stream && f.TakeStreamTurn()) {
+        ASSERT_OK(f.StreamStep(1 << 20));
+      }
+    }
+  }
+  FileContent FlushedContent(FileData& f) {
+    std::optional<ObjectStore::Lease> lease;
+    auto changed = f.Flush(&lease);
+    EXPECT_TRUE(changed.ok()) << changed.status().message();
+    return f.committed();
+  }
+  // What a fresh mount would read for `content`: from the store, not from any scratch copy.
+  std::vector<uint8_t> ReadStored(const FileContent& content) {
+    FileData g(&ctx_, content);
+    std::vector<uint8_t> out(content.size);
+    auto n = g.Read(0, out.size(), reinterpret_cast<char*>(out.data()));
+    EXPECT_TRUE(n.ok()) << n.status().message();
+    return out;
+  }
+
+  DataContext ctx_;
+};
+
+TEST_F(FileDataTest, StreamedFileStoresTheSameChunksAsAWholeFlush) {
+  auto data = RandomBytes(3 << 20, 1);
+  FileData streamed(&ctx_, {});
+  WriteStreaming(streamed, data, 64 * 1024);
+  // Most of the file was stored while it was written.
+  EXPECT_GE(streamed.streamed_bytes(), data.size() / 2);
+  FileContent a = FlushedContent(streamed);
+
+  FileData whole(&ctx_, {});
+  WriteStreaming(whole, data, 64 * 1024, /*stream=*/false);
+  EXPECT_EQ(whole.streamed_bytes(), 0u);
+  FileContent b = FlushedContent(whole);
+
+  EXPECT_EQ(a.size, data.size());
+  ASSERT_TRUE(a.list && b.list);  // hundreds of chunks: both have a LIST object
+  EXPECT_EQ(*a.list, *b.list);
+  EXPECT_EQ(ReadStored(a), data);
+}
+
+TEST_F(FileDataTest, WriteBehindTheStreamDropsItAndStoresTheNewBytes) {
+  auto data = RandomBytes(2 << 20, 2);
+  FileData f(&ctx_, {});
+  WriteStreaming(f, data, 32 * 1024);
+  ASSERT_GT(f.streamed_bytes(), 100u * 1024);
+  // Patch a header, as archivers and linkers do after writing the body.
+  const char patch[] = "PATCHED";
+  ASSERT_OK(f.Write(100, patch, sizeof patch - 1));
+  std::copy(patch, patch + sizeof patch - 1, data.begin() + 100);
+  EXPECT_EQ(f.streamed_bytes(), 0u);
+  EXPECT_FALSE(f.TakeStreamTurn());  // not a front-to-back writer: no new stream until flushed
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+}
+
+TEST_F(FileDataTest, TruncateBehindTheStreamStoresTheShorterFile) {
+  auto data = RandomBytes(2 << 20, 3);
+  FileData f(&ctx_, {});
+  WriteStreaming(f, data, 64 * 1024);
+  ASSERT_GT(f.streamed_bytes(), 300u * 1024);
+  ASSERT_OK(f.Truncate(200 * 1024));
+  data.resize(200 * 1024);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+
+  // Emptied (O_TRUNC) and written again: a new stream starts from the beginning.
+  ASSERT_OK(f.Truncate(0));
+  auto again = RandomBytes(1 << 20, 4);
+  WriteStreaming(f, again, 64 * 1024);
+  EXPECT_GT(f.streamed_bytes(), 0u);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), again);
+}
+
+TEST_F(FileDataTest, AppendAfterAFlushStreamsAgain) {
+  auto data = RandomBytes(3 << 20, 5);
+  FileData f(&ctx_, {});
+  std::vector<uint8_t> first(data.begin(), data.begin() + (1 << 20));
+  WriteStreaming(f, first, 64 * 1024);
+  FlushedContent(f);
+  for (size_t off = first.size(); off < data.size(); off += 64 * 1024) {
+    ASSERT_OK(f.Write(off, reinterpret_cast<const char*>(data.data()) + off, 64 * 1024));
+    if (f.TakeStreamTurn()) {
+      ASSERT_OK(f.StreamStep(1 << 20));
+    }
+  }
+  EXPECT_GT(f.streamed_bytes(), 0u);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+}
+
+TEST_F(FileDataTest, WriteIntoTheWindowAStepIsReadingEndsTheStream) {
+  auto data = RandomBytes(2 << 20, 6);
+  FileData f(&ctx_, {});
+  // While the first step has read its window (and stored its chunks), a write changes a byte
+  // inside it: the step must not keep those chunks.
+  bool fired = false;
+  ctx_.after_stream_read = [&] {
+    if (fired) return;
+    fired = true;
+    data[10000] ^= 0x5a;
+    ASSERT_OK(f.Write(10000, reinterpret_cast<const char*>(&data[10000]), 1));
+  };
+  WriteStreaming(f, data, 64 * 1024);
+  ctx_.after_stream_read = nullptr;
+  ASSERT_TRUE(fired);
+  EXPECT_EQ(f.streamed_bytes(), 0u);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+}
+
+TEST_F(FileDataTest, StreamerRacingAWriterThatGoesBackNeverStoresStaleBytes) {
+  // A streaming thread races a writer that appends and, now and then, rewrites bytes just
+  // behind its end (where the stream may be reading). Whatever the interleaving, the flushed
+  // content must be the writer's final bytes.
+  for (uint64_t round = 0; round < 8; ++round) {
+    auto data = RandomBytes(2 << 20, 10 + round);
+    FileData f(&ctx_, {});
+    std::atomic<bool> done{false};
+    std::thread streamer([&] {
+      while (!done) {
+        if (f.TakeStreamTurn()) {
+          EXPECT_OK(f.StreamStep(128 * 1024));
+        }
+        std::this_thread::yield();
+      }
+    });
+    const size_t piece = 8 * 1024;
+    for (size_t off = 0; off < data.size(); off += piece) {
+      ASSERT_OK(f.Write(off, reinterpret_cast<const char*>(data.data()) + off, piece));
+      if (off >= 512 * 1024 && (off / piece) % 2 == 0) {
+        // Change a byte somewhere in the last 512 KB, where the stream may be reading.
+        size_t back = off - (off * 2654435761u) % (512 * 1024);
+        data[back] ^= 0x5a;
+        ASSERT_OK(f.Write(back, reinterpret_cast<const char*>(&data[back]), 1));
+      }
+    }
+    done = true;
+    streamer.join();
+    EXPECT_EQ(ReadStored(FlushedContent(f)), data) << "round " << round;
+  }
+}
+
+}  // namespace
+}  // namespace stashfs::test
