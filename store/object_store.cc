@@ -246,6 +246,8 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
 
   BlockLocation loc;
   Status st;
+  std::shared_ptr<File> writeback;
+  uint64_t wb_from = 0, wb_len = 0;
   {
     std::lock_guard lock(pack_mu_);
     st = EnsurePack();
@@ -259,12 +261,16 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
         // sync short and the disk busy while the CPU compresses the next blocks.
         constexpr uint64_t kWritebackStep = 4 << 20;
         if (pack_size_ - pack_written_back_ >= kWritebackStep) {
-          pack_->start_writeback(pack_written_back_, pack_size_ - pack_written_back_);
+          writeback = pack_;
+          wb_from = pack_written_back_;
+          wb_len = pack_size_ - pack_written_back_;
           pack_written_back_ = pack_size_;
         }
       }
     }
   }
+  // Outside pack_mu_: starting writeback can wait for the disk's request queue.
+  if (writeback) writeback->start_writeback(wb_from, wb_len);
   std::lock_guard lock(mu_);
   inflight_.erase(seq);
   inflight_cv_.notify_all();
