@@ -565,9 +565,12 @@ Status FileData::StreamStep(uint64_t budget) {
     st = PreadAll(fd, pos, reinterpret_cast<char*>(buf.data()), window);
     if (!st.ok()) break;
     size_t len = NextChunkLength(std::span(buf.data(), window), ctx_->chunker);
-    st = b->Add(std::span(buf.data(), len), true);
+    // On the calling (low-priority streamer) thread, not the store's workers: the stream
+    // must only use idle CPU.
+    st = b->Add(std::span(buf.data(), len), false);
     if (!st.ok()) break;
     pos += len;
+    if (flush_waiting_.load()) break;  // a flush wants the file: it takes over from here
   }
   ::close(fd);
   if (ctx_->after_stream_read) ctx_->after_stream_read();
@@ -584,7 +587,9 @@ Status FileData::StreamStep(uint64_t budget) {
 }
 
 Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
-  std::lock_guard flushing(flush_mu_);
+  flush_waiting_++;
+  std::unique_lock flushing(flush_mu_);
+  flush_waiting_--;
   uint64_t gen, size;
   std::string mem;
   int fd = -1;

@@ -7,12 +7,12 @@
 // Large files keep a clean scratch copy after the flush, so the next write does not have to copy
 // the file back out of the store and reads come straight from local disk.
 //
-// A large file written front to back is also ingested while it is written (StreamStep): the
-// chunks of its settled prefix are stored as they arrive, so the flush after close has only the
-// tail left and a big write is durable soon after the writer finishes instead of a whole
-// re-read later. A write below the streamed prefix drops the stream; the flush then chunks the
-// whole file as before. The stream cuts only where a whole FastCDC window is present, so it
-// yields exactly the chunks a flush of the finished file would.
+// A large file written front to back is also ingested while it is written (StreamStep, on a
+// low-priority thread, so only with CPU the writer leaves idle): the chunks of its settled
+// prefix are stored as they arrive, so the flush after close has less left and a big write is
+// durable sooner after the writer finishes. A write below the streamed prefix drops the stream; the
+// flush then chunks the whole file as before. The stream cuts only where a whole FastCDC window is
+// present, so it yields exactly the chunks a flush of the finished file would.
 #pragma once
 
 #include <atomic>
@@ -92,8 +92,9 @@ class FileData {
   // Whether enough new bytes follow the streamed prefix to be worth a StreamStep; true at most
   // once until that step starts, so the caller queues one step at a time.
   bool TakeStreamTurn();
-  // Stores up to `budget` more bytes of the streamed prefix (blocking while the store's workers
-  // compress). Never changes the file's content; a failure just ends the stream.
+  // Stores up to `budget` more bytes of the streamed prefix, hashing and compressing on the
+  // calling thread; stops early when a Flush is waiting. Never changes the file's content; a
+  // failure just ends the stream.
   Status StreamStep(uint64_t budget);
   uint64_t streamed_bytes();
   // Replaces the whole file with stored `content` (a copy that shares chunks).
@@ -125,6 +126,8 @@ class FileData {
   // Held for a whole Flush: a second flush of the same file (umount's, while a background one
   // runs) waits and then finds nothing left to do, instead of chunking the file twice.
   std::mutex flush_mu_;
+  // Flushes waiting for flush_mu_: a stream step (low priority) yields to them.
+  std::atomic<int> flush_waiting_{0};
   uint64_t size_ = 0;
   std::shared_ptr<const ContentView> view_;  // stored content
   Stage stage_ = Stage::kNone;

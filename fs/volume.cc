@@ -1,5 +1,7 @@
 #include "fs/volume.h"
 
+#include <sys/resource.h>
+
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/xattr.h>
@@ -98,6 +100,7 @@ void Volume::Start() {
   for (int i = 0; i < std::max(1, opts_.flush_threads); ++i)
     threads_.emplace_back([this] { FlusherLoop(); });
   threads_.emplace_back([this] { CommitterLoop(); });
+  threads_.emplace_back([this] { StreamerLoop(); });
 }
 
 Status Volume::Shutdown() {
@@ -109,6 +112,7 @@ Status Volume::Shutdown() {
   }
   flush_cv_.notify_all();
   commit_cv_.notify_all();
+  stream_cv_.notify_all();
   for (auto& t : threads_)
     t.join();
   threads_.clear();
@@ -1096,13 +1100,31 @@ void Volume::QueueStream(uint64_t ino) {
     if (stopping_) return;
     stream_ready_.push_back(ino);
   }
-  flush_cv_.notify_one();
+  stream_cv_.notify_one();
+}
+
+void Volume::StreamerLoop() {
+  // Streaming is optional work: it should use only CPU the writer and the rest of the mount
+  // leave idle. At nice 10 the scheduler gives it about a tenth of a busy core, so on a small
+  // machine a big write is not slowed by storing itself; when the writer waits for its source
+  // or the disk, the stream takes the idle cores. (Per-thread nice is Linux behaviour.)
+  setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+  for (;;) {
+    uint64_t ino;
+    {
+      std::unique_lock lock(flush_mu_);
+      stream_cv_.wait(lock, [&] { return stopping_ || !stream_ready_.empty(); });
+      if (stopping_) return;
+      ino = stream_ready_.front();
+      stream_ready_.pop_front();
+    }
+    StreamFile(ino);
+  }
 }
 
 void Volume::FlusherLoop() {
   for (;;) {
     uint64_t ino;
-    bool stream = false;
     {
       std::unique_lock lock(flush_mu_);
       for (;;) {
@@ -1110,12 +1132,6 @@ void Volume::FlusherLoop() {
         if (!flush_ready_.empty()) {
           ino = flush_ready_.front();
           flush_ready_.pop_front();
-          break;
-        }
-        if (!stream_ready_.empty()) {
-          ino = stream_ready_.front();
-          stream_ready_.pop_front();
-          stream = true;
           break;
         }
         if (!flush_later_.empty()) {
@@ -1135,14 +1151,8 @@ void Volume::FlusherLoop() {
         }
         flush_cv_.wait(lock);
       }
-      if (!stream) {
-        queued_.erase(ino);
-        last_write_.erase(ino);
-      }
-    }
-    if (stream) {
-      StreamFile(ino);
-      continue;
+      queued_.erase(ino);
+      last_write_.erase(ino);
     }
     Status s = FlushFile(ino);
     if (!s.ok()) RecordError(s);
@@ -1159,7 +1169,7 @@ void Volume::StreamFile(uint64_t ino) {
   }
   // A bounded step, so one large writer does not hold this thread from the other files; a
   // failure is not reported here: the file's flush stores it all again and reports that.
-  if (f->StreamStep(64 << 20).ok() && f->TakeStreamTurn()) QueueStream(ino);
+  if (f->StreamStep(16 << 20).ok() && f->TakeStreamTurn()) QueueStream(ino);
 }
 
 Status Volume::FlushFile(uint64_t ino) {

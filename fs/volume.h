@@ -236,6 +236,7 @@ class Volume {
   void FlusherLoop();
   void QueueStream(uint64_t ino);
   void StreamFile(uint64_t ino);
+  void StreamerLoop();
   void CommitterLoop();
   Status FlushFile(uint64_t ino);
   Status FlushAll();
@@ -266,6 +267,7 @@ class Volume {
 
   std::mutex flush_mu_;
   std::condition_variable flush_cv_;
+  std::condition_variable stream_cv_;  // stream_ready_ has work (for the streamer thread)
   std::deque<uint64_t> flush_ready_;   // closed files: store now
   std::deque<uint64_t> stream_ready_;  // large files being written: store their next part
   std::deque<uint64_t> flush_later_;   // written, not closed: store after flush_delay_s idle
