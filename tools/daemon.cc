@@ -359,14 +359,10 @@ std::string KeyMessage(const KeyState& ks, const MountOptions& opts) {
 }
 
 int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io& io) {
-  // Chunks, blocks and their compressed forms (128 KiB to 2 MiB) are allocated and freed by
-  // many threads at hundreds of MB/s. Served by mmap (glibc's default at these sizes, or an
-  // explicit low threshold), every one costs page faults, zeroing and a munmap: a quarter of the
-  // daemon's CPU on a 1 GiB write or cold read. So they come from the heap, which keeps up to
-  // 16 MiB free at each arena's top instead of trimming at once; fewer arenas bound what that
-  // and fragmentation across twenty threads add to RSS.
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  mallopt(M_TRIM_THRESHOLD, 16 << 20);
+  // Decompressed blocks (256 KiB to 2 MiB) are allocated and freed by many threads. A fixed
+  // mmap threshold returns them to the system when freed, and fewer arenas keep the rest from
+  // fragmenting across twenty threads; without this the daemon's RSS drifts upward.
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   mallopt(M_ARENA_MAX, 4);
   // Block the signals before any thread starts (opening the store starts its worker pool), so
   // only SignalThread sees them; one that arrives while starting up is handled once it runs.
