@@ -560,15 +560,18 @@ Status FileData::StreamStep(uint64_t budget) {
   Status st;
   uint64_t pos = start;
   std::vector<uint8_t> buf(window);
+  size_t have = 0;  // bytes of [pos, pos + have) already in buf
   // Cut only where a whole window is present: such a cut does not depend on what follows.
   while (pos + window <= data_end && pos - start < budget) {
-    st = PreadAll(fd, pos, reinterpret_cast<char*>(buf.data()), window);
+    st = PreadAll(fd, pos + have, reinterpret_cast<char*>(buf.data()) + have, window - have);
     if (!st.ok()) break;
     size_t len = NextChunkLength(std::span(buf.data(), window), ctx_->chunker);
     // On the calling (low-priority streamer) thread, not the store's workers: the stream
     // must only use idle CPU.
     st = b->Add(std::span(buf.data(), len), false);
     if (!st.ok()) break;
+    std::memmove(buf.data(), buf.data() + len, window - len);
+    have = window - len;
     pos += len;
     if (flush_waiting_.load()) break;  // a flush wants the file: it takes over from here
   }
