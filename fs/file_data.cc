@@ -136,6 +136,35 @@ class ContentBuilder {
   uint64_t added_ = 0;
 };
 
+namespace {
+
+// Cuts the scratch file's bytes [*pos, end) into chunks through a window of the chunker's
+// max_size and adds them to `b`, advancing *pos. `whole_windows`: cut only where a whole window
+// is present (a streamed prefix: such a cut does not depend on bytes not yet written), else up
+// to `end` (a flush: `end` is where the data segment ends). Stops after `budget` bytes or once
+// `*stop` is set.
+Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, bool parallel,
+                    uint64_t budget, const std::atomic<int>* stop, const ChunkerParams& params,
+                    ContentBuilder* b) {
+  std::vector<uint8_t> buf(params.max_size);
+  const uint64_t start = *pos;
+  size_t have = 0;  // bytes of [*pos, *pos + have) already in buf
+  while (*pos < end && (!whole_windows || *pos + buf.size() <= end) && *pos - start < budget) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size() - have, end - *pos - have));
+    RETURN_IF_ERROR(PreadAll(fd, *pos + have, reinterpret_cast<char*>(buf.data()) + have, want));
+    have += want;
+    size_t len = NextChunkLength(std::span(buf.data(), have), params);
+    RETURN_IF_ERROR(b->Add(std::span(buf.data(), len), parallel));
+    std::memmove(buf.data(), buf.data() + len, have - len);
+    have -= len;
+    *pos += len;
+    if (stop && stop->load()) break;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 std::shared_ptr<const ContentView> MakeView(FileContent content) {
   auto v = std::make_shared<ContentView>();
   v->content = std::move(content);
@@ -469,7 +498,6 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
     }
   } else {
     // Walk the scratch file's data segments; holes become hole runs without being read.
-    std::vector<uint8_t> buf;
     uint64_t pos = prefix_end;
     while (pos < size && st.ok()) {
       off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
@@ -482,21 +510,8 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
       off_t hole = ::lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
       uint64_t seg_end = hole < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(hole), size);
       if (seg_end <= pos) seg_end = size;
-      // Chunk [pos, seg_end) through a window of max_size bytes.
-      size_t have = 0;
-      buf.resize(ctx_->chunker.max_size);
-      while (pos < seg_end && st.ok()) {
-        size_t want =
-            static_cast<size_t>(std::min<uint64_t>(buf.size() - have, seg_end - pos - have));
-        st = PreadAll(fd, pos + have, reinterpret_cast<char*>(buf.data()) + have, want);
-        if (!st.ok()) break;
-        have += want;
-        size_t len = NextChunkLength(std::span(buf.data(), have), ctx_->chunker);
-        st = b->Add(std::span(buf.data(), len), true);
-        std::memmove(buf.data(), buf.data() + len, have - len);
-        have -= len;
-        pos += len;
-      }
+      st = ChunkScratch(fd, &pos, seg_end, /*whole_windows=*/false, /*parallel=*/true, UINT64_MAX,
+                        nullptr, ctx_->chunker, b.get());
     }
   }
   if (!st.ok()) {
@@ -557,24 +572,11 @@ Status FileData::StreamStep(uint64_t budget) {
   uint64_t data_end = data == static_cast<off_t>(start) && hole > data
                           ? std::min<uint64_t>(static_cast<uint64_t>(hole), limit)
                           : start;
-  Status st;
+  // On this (low-priority streamer) thread, not the store's workers: the stream must only use
+  // idle CPU. A flush waiting for the file takes over from where the step stops.
   uint64_t pos = start;
-  std::vector<uint8_t> buf(window);
-  size_t have = 0;  // bytes of [pos, pos + have) already in buf
-  // Cut only where a whole window is present: such a cut does not depend on what follows.
-  while (pos + window <= data_end && pos - start < budget) {
-    st = PreadAll(fd, pos + have, reinterpret_cast<char*>(buf.data()) + have, window - have);
-    if (!st.ok()) break;
-    size_t len = NextChunkLength(std::span(buf.data(), window), ctx_->chunker);
-    // On the calling (low-priority streamer) thread, not the store's workers: the stream
-    // must only use idle CPU.
-    st = b->Add(std::span(buf.data(), len), false);
-    if (!st.ok()) break;
-    std::memmove(buf.data(), buf.data() + len, window - len);
-    have = window - len;
-    pos += len;
-    if (flush_waiting_.load()) break;  // a flush wants the file: it takes over from here
-  }
+  Status st = ChunkScratch(fd, &pos, data_end, /*whole_windows=*/true, /*parallel=*/false, budget,
+                           &flush_waiting_, ctx_->chunker, b.get());
   ::close(fd);
   if (ctx_->after_stream_read) ctx_->after_stream_read();
   std::lock_guard lock(mu_);
