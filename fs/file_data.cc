@@ -70,9 +70,12 @@ class ContentBuilder {
     if (AllZero(data)) {
       pending_.push_back({data.size(), true, {}});
     } else if (parallel) {
-      pending_.push_back({data.size(), false,
-                          ctx_->objects->PutAsync(ObjectKind::kChunk,
-                                                  std::vector<uint8_t>(data.begin(), data.end()))});
+      // The worker owns its copy (this window moves on); it comes from the store's pool and
+      // becomes the staged block itself.
+      std::vector<uint8_t> copy = ctx_->objects->buffers().Take(data.size());
+      copy.assign(data.begin(), data.end());
+      pending_.push_back(
+          {data.size(), false, ctx_->objects->PutAsync(ObjectKind::kChunk, std::move(copy))});
     } else {
       std::promise<Result<Hash>> done;
       done.set_value(ctx_->objects->Put(ObjectKind::kChunk, data));
@@ -138,29 +141,45 @@ class ContentBuilder {
 
 namespace {
 
-// Cuts the scratch file's bytes [*pos, end) into chunks through a window of the chunker's
-// max_size and adds them to `b`, advancing *pos. `whole_windows`: cut only where a whole window
-// is present (a streamed prefix: such a cut does not depend on bytes not yet written), else up
-// to `end` (a flush: `end` is where the data segment ends). Stops after `budget` bytes or once
-// `*stop` is set.
+// Cuts the scratch file's bytes [*pos, end) into chunks and adds them to `b`, advancing *pos.
+// `whole_windows`: cut only where a whole window of the chunker's max_size is present (a
+// streamed prefix: such a cut does not depend on bytes not yet written), else up to `end` (a
+// flush: `end` is where the data segment ends). Stops after `budget` bytes or once `*stop` is
+// set. Reads go through a buffer of several windows, so the unconsumed tail that has to move to
+// its front on a refill is small against what each refill brings in.
 Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, bool parallel,
                     uint64_t budget, const std::atomic<int>* stop, const ChunkerParams& params,
-                    ContentBuilder* b) {
-  std::vector<uint8_t> buf(params.max_size);
+                    ContentBuilder* b, BufferPool* pool) {
+  const size_t window = params.max_size;
   const uint64_t start = *pos;
-  size_t have = 0;  // bytes of [*pos, *pos + have) already in buf
-  while (*pos < end && (!whole_windows || *pos + buf.size() <= end) && *pos - start < budget) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size() - have, end - *pos - have));
-    RETURN_IF_ERROR(PreadAll(fd, *pos + have, reinterpret_cast<char*>(buf.data()) + have, want));
-    have += want;
-    size_t len = NextChunkLength(std::span(buf.data(), have), params);
-    RETURN_IF_ERROR(b->Add(std::span(buf.data(), len), parallel));
-    std::memmove(buf.data(), buf.data() + len, have - len);
-    have -= len;
+  // No chunk starts at or past start + budget, and none is longer than a window.
+  const uint64_t read_end = std::min(end, budget >= end ? end : start + budget + window);
+  const size_t buf_size =
+      static_cast<size_t>(std::min<uint64_t>(4 * window, std::max<uint64_t>(read_end - start, 1)));
+  std::vector<uint8_t> buf = pool->Take(buf_size);
+  buf.resize(buf_size);
+  size_t head = 0, tail = 0;  // buf[head, tail) holds the file's bytes from *pos on
+  Status st;
+  while (*pos < end && (!whole_windows || *pos + window <= end) && *pos - start < budget) {
+    const uint64_t have_to = *pos + (tail - head);
+    if (tail - head < window && have_to < read_end) {
+      std::memmove(buf.data(), buf.data() + head, tail - head);
+      tail -= head;
+      head = 0;
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size() - tail, read_end - have_to));
+      st = PreadAll(fd, have_to, reinterpret_cast<char*>(buf.data()) + tail, want);
+      if (!st.ok()) break;
+      tail += want;
+    }
+    size_t len = NextChunkLength(std::span(buf.data() + head, tail - head), params);
+    st = b->Add(std::span(buf.data() + head, len), parallel);
+    if (!st.ok()) break;
+    head += len;
     *pos += len;
     if (stop && stop->load()) break;
   }
-  return Status::Ok();
+  pool->Give(std::move(buf));
+  return st;
 }
 
 }  // namespace
@@ -511,7 +530,7 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
       uint64_t seg_end = hole < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(hole), size);
       if (seg_end <= pos) seg_end = size;
       st = ChunkScratch(fd, &pos, seg_end, /*whole_windows=*/false, /*parallel=*/true, UINT64_MAX,
-                        nullptr, ctx_->chunker, b.get());
+                        nullptr, ctx_->chunker, b.get(), &ctx_->objects->buffers());
     }
   }
   if (!st.ok()) {
@@ -576,7 +595,7 @@ Status FileData::StreamStep(uint64_t budget) {
   // idle CPU. A flush waiting for the file takes over from where the step stops.
   uint64_t pos = start;
   Status st = ChunkScratch(fd, &pos, data_end, /*whole_windows=*/true, /*parallel=*/false, budget,
-                           &flush_waiting_, ctx_->chunker, b.get());
+                           &flush_waiting_, ctx_->chunker, b.get(), &ctx_->objects->buffers());
   ::close(fd);
   if (ctx_->after_stream_read) ctx_->after_stream_read();
   std::lock_guard lock(mu_);

@@ -1258,6 +1258,7 @@ void Volume::CommitterLoop() {
     }
     TrimScratch();
     objects_->DropDeletedPacks();
+    objects_->buffers().TrimIfIdle();
     // Prune evicts least recently used volumes first: keep ours fresh while it is in use, at most
     // one catalog write a minute.
     auto now = std::chrono::steady_clock::now();

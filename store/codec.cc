@@ -22,18 +22,22 @@ Contexts& ThreadContexts() {
 }
 }  // namespace
 
+size_t CompressInto(std::span<const uint8_t> raw, int level, uint8_t* out) {
+  if (raw.empty() || level <= 0) return 0;
+  // Bound below raw.size(): anything that does not fit is not worth storing compressed.
+  size_t n = ZSTD_compressCCtx(ThreadContexts().c, out, CompressBound(raw.size()), raw.data(),
+                               raw.size(), level);
+  return ZSTD_isError(n) ? 0 : n;
+}
+
 Compressed Compress(std::span<const uint8_t> raw, int level) {
   Compressed out;
-  if (!raw.empty() && level > 0) {
-    // Bound below raw.size(): anything that does not fit is not worth storing compressed.
-    out.data.resize(raw.size() - raw.size() / 64);
-    size_t n = ZSTD_compressCCtx(ThreadContexts().c, out.data.data(), out.data.size(), raw.data(),
-                                 raw.size(), level);
-    if (!ZSTD_isError(n)) {
-      out.data.resize(n);
-      out.codec = Codec::kZstd;
-      return out;
-    }
+  out.data.resize(CompressBound(raw.size()));
+  size_t n = CompressInto(raw, level, out.data.data());
+  if (n) {
+    out.data.resize(n);
+    out.codec = Codec::kZstd;
+    return out;
   }
   out.codec = Codec::kRaw;
   out.data.assign(raw.begin(), raw.end());

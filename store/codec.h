@@ -19,6 +19,12 @@ struct Compressed {
 
 // Compresses with zstd at `level`; returns the input itself (kRaw) when that is not smaller.
 Compressed Compress(std::span<const uint8_t> raw, int level);
+// The same into a caller's buffer of at least CompressBound(raw.size()) bytes: returns the
+// compressed length, or 0 when the block is to be stored raw (not smaller, or level 0).
+size_t CompressInto(std::span<const uint8_t> raw, int level, uint8_t* out);
+inline size_t CompressBound(size_t raw_size) {
+  return raw_size - raw_size / 64;
+}
 
 // Decompresses into exactly `raw_size` bytes; anything else is corruption.
 Status Decompress(Codec codec, std::span<const uint8_t> stored, size_t raw_size,

@@ -25,7 +25,15 @@ ObjectStore::ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, Obje
       packs_dir_(std::move(packs_dir)),
       opts_(opts),
       packs_(env, packs_dir_),
-      builder_(std::make_shared<OpenBlock>()) {}
+      builder_(NewBuilder()) {}
+
+std::shared_ptr<ObjectStore::OpenBlock> ObjectStore::NewBuilder() {
+  auto b = std::make_shared<OpenBlock>();
+  // A shared block closes once it reaches block_target, and what joins it is smaller than
+  // large_object: it never outgrows this.
+  b->raw = buffers_->Take(opts_.block_target + opts_.large_object);
+  return b;
+}
 
 ObjectStore::~ObjectStore() {
   if (mount_id_) {
@@ -103,13 +111,30 @@ Result<Hash> ObjectStore::Put(ObjectKind kind, std::span<const uint8_t> data) {
 
 std::future<Result<Hash>> ObjectStore::PutAsync(ObjectKind kind, std::vector<uint8_t> data) {
   auto task = std::make_shared<std::packaged_task<Result<Hash>()>>(
-      [this, kind, d = std::move(data)] { return Put(kind, d); });
+      [this, kind, d = std::move(data)]() mutable -> Result<Hash> {
+        Hash h = Hash::Of(d);
+        RETURN_IF_ERROR(PutImpl(kind, h, d, &d));
+        return h;
+      });
   auto fut = task->get_future();
   pool_.Submit([task] { (*task)(); });
   return fut;
 }
 
 Status ObjectStore::PutHashed(ObjectKind kind, const Hash& hash, std::span<const uint8_t> data) {
+  return PutImpl(kind, hash, data, nullptr);
+}
+
+Status ObjectStore::PutImpl(ObjectKind kind, const Hash& hash, std::span<const uint8_t> data,
+                            std::vector<uint8_t>* owned) {
+  // Whatever path returns, an owned buffer not kept as the staged copy goes back for reuse.
+  struct GiveBack {
+    BufferPool* pool;
+    std::vector<uint8_t>* buf;
+    ~GiveBack() {
+      if (buf) pool->Give(std::move(*buf));
+    }
+  } give_back{buffers_.get(), owned};
   if (!mount_id_) return Status::Unsupported("object store opened read-only");
   if (data.size() > kMaxBlockBytes) return Status::Invalid("object too large to store");
   counters_.puts++;
@@ -151,7 +176,13 @@ Status ObjectStore::PutHashed(ObjectKind kind, const Hash& hash, std::span<const
     BlockEntry ent{kind, 0, static_cast<uint32_t>(data.size()), hash};
     if (data.size() >= opts_.large_object) {
       to_write = std::make_shared<OpenBlock>();
-      to_write->raw.assign(data.begin(), data.end());
+      if (owned) {
+        to_write->raw = std::move(*owned);
+        give_back.buf = nullptr;
+      } else {
+        to_write->raw = buffers_->Take(data.size());
+        to_write->raw.assign(data.begin(), data.end());
+      }
       to_write->entries.push_back(ent);
       pending_[key] = Pending{to_write, {}, 0, ent.size, gen};
     } else {
@@ -161,7 +192,7 @@ Status ObjectStore::PutHashed(ObjectKind kind, const Hash& hash, std::span<const
       pending_[key] = Pending{builder_, {}, ent.offset, ent.size, gen};
       if (builder_->raw.size() >= opts_.block_target) {
         to_write = std::move(builder_);
-        builder_ = std::make_shared<OpenBlock>();
+        builder_ = NewBuilder();
       }
     }
     if (to_write) {
@@ -234,15 +265,26 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
   int level = blk->entries.size() == 1 && blk->raw.size() >= opts_.large_object
                   ? std::max(1, opts_.compression_level - 2)
                   : opts_.compression_level;
-  Compressed c = Compress(blk->raw, level);
+  // Header and payload are assembled in one pooled buffer and written with one pwrite. The
+  // header's length depends only on the number of entries, so it is encoded after compressing.
   BlockHeader h;
-  h.codec = c.codec;
   h.raw_len = static_cast<uint32_t>(blk->raw.size());
-  h.stored_len = static_cast<uint32_t>(c.data.size());
   h.entries = blk->entries;
-  std::vector<uint8_t> bytes = EncodeBlockHeader(h);
-  size_t header_len = bytes.size();
-  bytes.insert(bytes.end(), c.data.begin(), c.data.end());
+  const size_t header_len = BlockHeaderLength(h.entries.size());
+  std::vector<uint8_t> bytes = buffers_->Take(header_len + blk->raw.size());
+  bytes.resize(header_len + CompressBound(blk->raw.size()));
+  size_t n = CompressInto(blk->raw, level, bytes.data() + header_len);
+  if (n) {
+    h.codec = Codec::kZstd;
+    bytes.resize(header_len + n);
+  } else {
+    h.codec = Codec::kRaw;
+    bytes.resize(header_len + blk->raw.size());
+    if (!blk->raw.empty()) std::memcpy(bytes.data() + header_len, blk->raw.data(), blk->raw.size());
+  }
+  h.stored_len = static_cast<uint32_t>(bytes.size() - header_len);
+  std::vector<uint8_t> header = EncodeBlockHeader(h);
+  std::memcpy(bytes.data(), header.data(), header_len);
 
   BlockLocation loc;
   Status st;
@@ -289,6 +331,9 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
   }
   written_.push_back({loc, std::move(blk->entries)});
   counters_.new_stored_bytes += bytes.size();
+  // Written and no longer staged: unless a reader still holds the block, its bytes are free.
+  if (blk.use_count() == 1) buffers_->Give(std::move(blk->raw));
+  buffers_->Give(std::move(bytes));
   return Status::Ok();
 }
 
@@ -304,7 +349,7 @@ Status ObjectStore::Flush() {
     failed_.clear();
     if (!builder_->entries.empty()) {
       to_write.emplace_back(std::move(builder_), next_seq_++);
-      builder_ = std::make_shared<OpenBlock>();
+      builder_ = NewBuilder();
     }
     for (const auto& tw : to_write)
       inflight_.insert(tw.second);
@@ -541,17 +586,19 @@ Result<std::shared_ptr<ObjectStore::CachedBlock>> ObjectStore::LoadBlock(const B
     loading_.emplace(ck, promise.get_future().share());
   }
   auto result = [&]() -> Result<std::shared_ptr<CachedBlock>> {
-    std::vector<uint8_t> stored;
-    RETURN_IF_ERROR(packs_.ReadPayload(loc, &stored));
-    auto raw = std::make_shared<std::vector<uint8_t>>();
-    Status st = Decompress(loc.codec, stored, loc.raw_len, raw.get());
+    std::vector<uint8_t> stored = buffers_->Take(loc.stored_len);
+    Status st = packs_.ReadPayload(loc, &stored);
+    std::vector<uint8_t> raw = buffers_->Take(loc.raw_len);
+    if (st.ok()) st = Decompress(loc.codec, stored, loc.raw_len, &raw);
+    buffers_->Give(std::move(stored));
     if (!st.ok()) {
+      buffers_->Give(std::move(raw));
       return st.context("block at offset " + std::to_string(loc.offset) + " of " +
                         PackPath(packs_dir_, loc.pack_id));
     }
     counters_.blocks_read++;
     auto blk = std::make_shared<CachedBlock>();
-    blk->data = std::move(raw);
+    blk->data = ShareWithPool(std::move(raw), buffers_);
     CacheInsert(ck, blk);
     return blk;
   }();

@@ -32,6 +32,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "store/buffer_pool.h"
 #include "store/catalog.h"
 #include "store/env.h"
 #include "store/hash.h"
@@ -101,7 +102,8 @@ class ObjectStore {
   int64_t writer_id() const { return mount_id_; }
 
   Result<Hash> Put(ObjectKind kind, std::span<const uint8_t> data);
-  // Put on the store's worker threads, for ingesting one large file on several cores.
+  // Put on the store's worker threads, for ingesting one large file on several cores. `data`
+  // is kept as the object's staged copy (no copy is made); take it from buffers().
   std::future<Result<Hash>> PutAsync(ObjectKind kind, std::vector<uint8_t> data);
   Status PutHashed(ObjectKind kind, const Hash& hash, std::span<const uint8_t> data);
   // Makes every Put() that returned before this call durable and catalogued (and pinned).
@@ -151,6 +153,8 @@ class ObjectStore {
   const std::string& packs_dir() const { return packs_dir_; }
   const ObjectStoreOptions& options() const { return opts_; }
   ObjectStoreCounters& counters() { return counters_; }
+  // Transient buffers shared by the store and its writers (chunk copies for PutAsync).
+  BufferPool& buffers() { return *buffers_; }
   // Forgets cached blocks of a pack (gc rewrote or removed it).
   void ForgetPack(int64_t pack_id);
   // Closes packs that gc deleted, so their disk space is really freed (mounts call this
@@ -190,6 +194,11 @@ class ObjectStore {
   };
 
   Result<bool> PinIfCatalogued(const ObjectKey& key, uint64_t gen);
+  // PutHashed; `owned`, when given, holds `data` and becomes the staged copy of a large object
+  // instead of a copy of it (else it goes back to the pool).
+  Status PutImpl(ObjectKind kind, const Hash& hash, std::span<const uint8_t> data,
+                 std::vector<uint8_t>* owned);
+  std::shared_ptr<OpenBlock> NewBuilder();
   Status WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq);
   Status EnsurePack();  // with pack_mu_ held
   Result<std::shared_ptr<CachedBlock>> LoadBlock(const BlockLocation& loc);
@@ -211,6 +220,8 @@ class ObjectStore {
   PackFiles packs_;
   int64_t mount_id_ = 0;
   ObjectStoreCounters counters_;
+  // Shared: decompressed blocks handed to readers return to it when the last one lets go.
+  std::shared_ptr<BufferPool> buffers_ = std::make_shared<BufferPool>();
 
   // mu_ guards staging state and generations. Lock order: flush_mu_ -> mu_; pack_mu_ and mu_
   // are never held together; the catalog writer is taken with neither mu_ nor pack_mu_ held.

@@ -1,0 +1,90 @@
+#include "store/buffer_pool.h"
+
+#include <bit>
+
+namespace stashfs {
+
+namespace {
+// Class k holds buffers of capacity kMinPooled << k; -1 when not pooled.
+int ClassOf(size_t capacity) {
+  if (capacity > BufferPool::kMaxPooled) return -1;
+  size_t c = std::bit_ceil(std::max(capacity, BufferPool::kMinPooled));
+  return std::countr_zero(c) - std::countr_zero(BufferPool::kMinPooled);
+}
+}  // namespace
+
+std::vector<uint8_t> BufferPool::Take(size_t capacity) {
+  std::vector<uint8_t> buf;
+  int k = capacity >= kMinPooled ? ClassOf(capacity) : -1;
+  if (k < 0) {
+    buf.reserve(capacity);
+    return buf;
+  }
+  {
+    std::lock_guard lock(mu_);
+    ++takes_;
+    if (!free_[k].empty()) {
+      buf = std::move(free_[k].back());
+      free_[k].pop_back();
+      free_bytes_ -= buf.capacity();
+      ++reused_;
+      return buf;
+    }
+  }
+  buf.reserve(kMinPooled << k);  // libstdc++ reserves exactly what is asked
+  return buf;
+}
+
+void BufferPool::Give(std::vector<uint8_t>&& buf) {
+  std::vector<uint8_t> own = std::move(buf);
+  const size_t cap = own.capacity();
+  if (cap < kMinPooled || !std::has_single_bit(cap)) return;
+  int k = ClassOf(cap);
+  if (k < 0) return;
+  own.clear();
+  std::lock_guard lock(mu_);
+  if (free_bytes_ + cap > max_free_bytes_) return;  // `own` is freed after the lock is released
+  free_bytes_ += cap;
+  free_[k].push_back(std::move(own));
+}
+
+void BufferPool::TrimIfIdle() {
+  std::vector<std::vector<uint8_t>> drop;
+  {
+    std::lock_guard lock(mu_);
+    if (takes_ != takes_at_trim_) {
+      takes_at_trim_ = takes_;
+      return;
+    }
+    for (auto& cls : free_) {
+      for (auto& b : cls)
+        drop.push_back(std::move(b));
+      cls.clear();
+    }
+    free_bytes_ = 0;
+  }
+  // `drop` is freed here, outside the lock.
+}
+
+size_t BufferPool::free_bytes() const {
+  std::lock_guard lock(mu_);
+  return free_bytes_;
+}
+
+uint64_t BufferPool::reused() const {
+  std::lock_guard lock(mu_);
+  return reused_;
+}
+
+std::shared_ptr<const std::vector<uint8_t>> ShareWithPool(std::vector<uint8_t>&& buf,
+                                                          std::shared_ptr<BufferPool> pool) {
+  auto* owned = new std::vector<uint8_t>(std::move(buf));
+  return std::shared_ptr<const std::vector<uint8_t>>(
+      owned, [pool = std::move(pool)](const std::vector<uint8_t>* v) {
+        auto* mut = const_cast<std::vector<uint8_t>*>(v);
+        pool->Give(std::move(*mut));
+        delete mut;
+      });
+}
+
+}  // namespace stashfs
