@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <set>
 #include <vector>
 
@@ -75,6 +77,64 @@ TEST(ChunkerTest, DeterministicCutPoints) {
   // And the same again: no hidden state between calls.
   EXPECT_EQ(Chunk(data, ChunkerParams{}), lens);
   EXPECT_EQ(Chunk(data, kSmall), small);
+}
+
+// The chunker as first written, one byte at a time, with its gear table generated the same way:
+// the production loop is unrolled for speed and must cut at exactly the same places (the cuts
+// are the identity of every stored large-file chunk).
+size_t ReferenceChunkLength(std::span<const uint8_t> data, const ChunkerParams& p) {
+  static const std::vector<uint64_t> gear = [] {
+    std::vector<uint64_t> g(256);
+    uint64_t state = 0x5374617368465331ULL;
+    for (auto& v : g) {
+      state += 0x9E3779B97F4A7C15ULL;
+      uint64_t z = state;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+      v = z ^ (z >> 31);
+    }
+    return g;
+  }();
+  const size_t n = data.size();
+  if (n <= p.min_size) return n;
+  const int bits = std::countr_zero(p.avg_size);
+  const uint64_t hard = ~uint64_t{0} << (64 - (bits + 2));
+  const uint64_t easy = ~uint64_t{0} << (64 - (bits - 2));
+  const size_t end = std::min(n, p.max_size);
+  uint64_t fp = 0;
+  for (size_t i = p.min_size; i < end; ++i) {
+    fp = (fp << 1) + gear[data[i]];
+    if ((fp & (i < std::min(end, p.avg_size) ? hard : easy)) == 0) return i + 1;
+  }
+  return end;
+}
+
+TEST(ChunkerTest, SameCutsAsTheByteAtATimeReference) {
+  auto random = RandomBytes(3 << 20, 7);
+  // Text-like bytes too (64 symbols), and a run of one byte value.
+  std::vector<uint8_t> text(random.size());
+  for (size_t i = 0; i < text.size(); ++i)
+    text[i] = static_cast<uint8_t>('A' + random[i] % 64);
+  std::vector<uint8_t> runs(1 << 20, 'x');
+  for (const auto* d : {&random, &text, &runs}) {
+    for (ChunkerParams p : {ChunkerParams{}, kSmall, ChunkerParams{1, 64, 1000},
+                            ChunkerParams{5, 16, 37}, ChunkerParams{3, 8, 9}}) {
+      // Every length and alignment near the loop's edges, then whole inputs cut end to end.
+      for (size_t off = 0; off < 64; ++off) {
+        for (size_t len = 0; len < 96 && off + len <= d->size(); ++len) {
+          auto s = std::span<const uint8_t>(*d).subspan(off, len);
+          ASSERT_EQ(NextChunkLength(s, p), ReferenceChunkLength(s, p)) << off << "+" << len;
+        }
+      }
+      size_t pos = 0;
+      while (pos < d->size()) {
+        auto s = std::span<const uint8_t>(*d).subspan(pos);
+        size_t n = NextChunkLength(s, p);
+        ASSERT_EQ(n, ReferenceChunkLength(s, p)) << "at " << pos << " max " << p.max_size;
+        pos += n;
+      }
+    }
+  }
 }
 
 TEST(ChunkerTest, SizesRespectMinAndMax) {
