@@ -156,8 +156,7 @@ Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, boo
   const uint64_t read_end = std::min(end, budget >= end ? end : start + budget + window);
   const size_t buf_size =
       static_cast<size_t>(std::min<uint64_t>(4 * window, std::max<uint64_t>(read_end - start, 1)));
-  std::vector<uint8_t> buf = pool->Take(buf_size);
-  buf.resize(buf_size);
+  std::vector<uint8_t> buf = pool->TakeSized(buf_size);
   size_t head = 0, tail = 0;  // buf[head, tail) holds the file's bytes from *pos on
   Status st;
   while (*pos < end && (!whole_windows || *pos + window <= end) && *pos - start < budget) {

@@ -1,5 +1,6 @@
 #include "store/buffer_pool.h"
 
+#include <algorithm>
 #include <bit>
 
 namespace stashfs {
@@ -14,6 +15,20 @@ int ClassOf(size_t capacity) {
 }  // namespace
 
 std::vector<uint8_t> BufferPool::Take(size_t capacity) {
+  std::vector<uint8_t> buf = TakeSized(0, capacity);
+  buf.clear();
+  return buf;
+}
+
+std::vector<uint8_t> BufferPool::TakeSized(size_t size, size_t capacity) {
+  capacity = std::max(size, capacity);
+  std::vector<uint8_t> buf = TakeRaw(capacity);
+  // Shrinking keeps the bytes; only growth past what the buffer held before is zero-filled.
+  buf.resize(size);
+  return buf;
+}
+
+std::vector<uint8_t> BufferPool::TakeRaw(size_t capacity) {
   std::vector<uint8_t> buf;
   int k = capacity >= kMinPooled ? ClassOf(capacity) : -1;
   if (k < 0) {
@@ -41,7 +56,7 @@ void BufferPool::Give(std::vector<uint8_t>&& buf) {
   if (cap < kMinPooled || !std::has_single_bit(cap)) return;
   int k = ClassOf(cap);
   if (k < 0) return;
-  own.clear();
+  // Kept at its size: the bytes stay initialised, so TakeSized need not zero them again.
   std::lock_guard lock(mu_);
   if (free_bytes_ + cap > max_free_bytes_) return;  // `own` is freed after the lock is released
   free_bytes_ += cap;

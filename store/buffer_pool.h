@@ -30,6 +30,10 @@ class BufferPool {
   // An empty vector with capacity for at least `capacity` bytes (exactly a power of two when
   // the request is in the pooled range, so it can come back to its class).
   std::vector<uint8_t> Take(size_t capacity);
+  // A vector of `size` bytes (capacity at least `capacity`) whose contents are unspecified:
+  // bytes a previous user of the buffer had are not zeroed again, which matters when the
+  // caller is about to overwrite all of them (a pread, a decompression).
+  std::vector<uint8_t> TakeSized(size_t size, size_t capacity = 0);
   // Takes the buffer back for reuse. Anything outside the classes (grown past its capacity,
   // or too small or too large to pool) is simply freed.
   void Give(std::vector<uint8_t>&& buf);
@@ -41,7 +45,8 @@ class BufferPool {
   uint64_t reused() const;  // Takes served from the pool, for tests
 
  private:
-  static constexpr int kClasses = 8;  // 64 KiB .. 8 MiB
+  std::vector<uint8_t> TakeRaw(size_t capacity);  // as returned, size and all
+  static constexpr int kClasses = 8;              // 64 KiB .. 8 MiB
   mutable std::mutex mu_;
   std::vector<std::vector<uint8_t>> free_[kClasses];
   size_t free_bytes_ = 0;

@@ -271,8 +271,8 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
   h.raw_len = static_cast<uint32_t>(blk->raw.size());
   h.entries = blk->entries;
   const size_t header_len = BlockHeaderLength(h.entries.size());
-  std::vector<uint8_t> bytes = buffers_->Take(header_len + blk->raw.size());
-  bytes.resize(header_len + CompressBound(blk->raw.size()));
+  std::vector<uint8_t> bytes = buffers_->TakeSized(header_len + CompressBound(blk->raw.size()),
+                                                   header_len + blk->raw.size());
   size_t n = CompressInto(blk->raw, level, bytes.data() + header_len);
   if (n) {
     h.codec = Codec::kZstd;
@@ -586,9 +586,9 @@ Result<std::shared_ptr<ObjectStore::CachedBlock>> ObjectStore::LoadBlock(const B
     loading_.emplace(ck, promise.get_future().share());
   }
   auto result = [&]() -> Result<std::shared_ptr<CachedBlock>> {
-    std::vector<uint8_t> stored = buffers_->Take(loc.stored_len);
+    std::vector<uint8_t> stored = buffers_->TakeSized(loc.stored_len);
     Status st = packs_.ReadPayload(loc, &stored);
-    std::vector<uint8_t> raw = buffers_->Take(loc.raw_len);
+    std::vector<uint8_t> raw = buffers_->TakeSized(loc.raw_len);
     if (st.ok()) st = Decompress(loc.codec, stored, loc.raw_len, &raw);
     buffers_->Give(std::move(stored));
     if (!st.ok()) {

@@ -32,6 +32,24 @@ TEST(BufferPoolTest, ReturnedBufferIsReusedForItsClass) {
   EXPECT_EQ(pool.reused(), 1u);
 }
 
+TEST(BufferPoolTest, TakeSizedHasTheSizeAndKeepsTheClass) {
+  BufferPool pool;
+  auto a = pool.TakeSized(70 * 1024, 200 * 1024);
+  EXPECT_EQ(a.size(), 70u * 1024);
+  EXPECT_EQ(a.capacity(), 256u * 1024);
+  a.assign(a.size(), 0xab);
+  const uint8_t* pages = a.data();
+  pool.Give(std::move(a));
+  auto b = pool.TakeSized(100 * 1024, 256 * 1024);  // grows: the new part is zeroed
+  EXPECT_EQ(b.data(), pages);
+  ASSERT_EQ(b.size(), 100u * 1024);
+  EXPECT_EQ(b[100 * 1024 - 1], 0);
+  pool.Give(std::move(b));
+  auto c = pool.Take(256 * 1024);  // Take is always empty
+  EXPECT_EQ(c.data(), pages);
+  EXPECT_TRUE(c.empty());
+}
+
 TEST(BufferPoolTest, BuffersOutsideTheClassesAreNotKept) {
   BufferPool pool;
   auto small = pool.Take(1000);
