@@ -23,7 +23,7 @@ class BufferPool {
   // `max_free_bytes` of capacity waits in the pool (beyond that, returned buffers are freed).
   static constexpr size_t kMinPooled = 64 * 1024;
   static constexpr size_t kMaxPooled = 8 * 1024 * 1024;
-  explicit BufferPool(size_t max_free_bytes = 32 * 1024 * 1024) : max_free_bytes_(max_free_bytes) {}
+  explicit BufferPool(size_t max_free_bytes = 12 * 1024 * 1024) : max_free_bytes_(max_free_bytes) {}
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
