@@ -410,7 +410,7 @@ Status FileData::EnsureStaged(uint64_t new_end) {
   return Status::Ok();
 }
 
-Status FileData::Write(uint64_t off, const char* data, size_t n) {
+Status FileData::Write(uint64_t off, const char* data, size_t n, bool* stream_turn) {
   if (off > UINT64_MAX - n) return Status::Errno(EFBIG);
   std::lock_guard lock(mu_);
   RETURN_IF_ERROR(EnsureStaged(off + n));
@@ -430,6 +430,7 @@ Status FileData::Write(uint64_t off, const char* data, size_t n) {
   dirty_ = true;
   ++gen_;
   ctx_->bytes_written += n;
+  if (stream_turn) *stream_turn = TakeStreamTurnLocked();
   return Status::Ok();
 }
 
@@ -549,6 +550,10 @@ void FileData::StopStream(bool restart) {
 
 bool FileData::TakeStreamTurn() {
   std::lock_guard lock(mu_);
+  return TakeStreamTurnLocked();
+}
+
+bool FileData::TakeStreamTurnLocked() {
   if (stage_ != Stage::kScratch || stream_off_ || stream_queued_ || !dirty_) return false;
   // A few windows ahead, so each step has real work and a writer that goes back a little (to
   // patch a header, say) usually does so before the stream passes that point.

@@ -78,7 +78,9 @@ class FileData {
   FileContent committed();
 
   Result<size_t> Read(uint64_t off, size_t n, char* out);
-  Status Write(uint64_t off, const char* data, size_t n);
+  // `stream_turn`, when given, is set as TakeStreamTurn() would answer right after the write
+  // (under the same lock: one acquisition per FUSE write, not two).
+  Status Write(uint64_t off, const char* data, size_t n, bool* stream_turn = nullptr);
   Status Truncate(uint64_t new_size);
   // Extends the file with zeros to at least `end` (fallocate mode 0).
   Status Extend(uint64_t end);
@@ -119,6 +121,7 @@ class FileData {
   // Drops the streamed prefix (mu_ held). `restart`: a new stream may begin (the file was
   // emptied); otherwise none does until the next flush (the writer is not front to back).
   void StopStream(bool restart);
+  bool TakeStreamTurnLocked();  // with mu_ held
   void AccountMemory(int64_t delta);
 
   DataContext* ctx_;

@@ -649,7 +649,8 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t off, const char* data, size_
     if (!inode->file) return Status::Errno(inode->type == EntryType::kDir ? EISDIR : EINVAL);
     f = inode->file;
   }
-  RETURN_IF_ERROR(f->Write(off, data, n));
+  bool stream_turn = false;
+  RETURN_IF_ERROR(f->Write(off, data, n, opts_.read_only ? nullptr : &stream_turn));
   {
     std::unique_lock lock(ns_mu_);
     Inode* inode = Find(ino);
@@ -659,7 +660,7 @@ Result<size_t> Volume::Write(uint64_t ino, uint64_t off, const char* data, size_
     }
   }
   QueueFlush(ino, false);
-  if (!opts_.read_only && f->TakeStreamTurn()) QueueStream(ino);
+  if (stream_turn) QueueStream(ino);
   return n;
 }
 
