@@ -30,20 +30,6 @@ size_t CompressInto(std::span<const uint8_t> raw, int level, uint8_t* out) {
   return ZSTD_isError(n) ? 0 : n;
 }
 
-Compressed Compress(std::span<const uint8_t> raw, int level) {
-  Compressed out;
-  out.data.resize(CompressBound(raw.size()));
-  size_t n = CompressInto(raw, level, out.data.data());
-  if (n) {
-    out.data.resize(n);
-    out.codec = Codec::kZstd;
-    return out;
-  }
-  out.codec = Codec::kRaw;
-  out.data.assign(raw.begin(), raw.end());
-  return out;
-}
-
 Status Decompress(Codec codec, std::span<const uint8_t> stored, size_t raw_size,
                   std::vector<uint8_t>* out) {
   out->resize(raw_size);

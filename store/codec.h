@@ -12,15 +12,9 @@ namespace stashfs {
 
 enum class Codec : uint8_t { kRaw = 0, kZstd = 1 };
 
-struct Compressed {
-  Codec codec;
-  std::vector<uint8_t> data;
-};
-
-// Compresses with zstd at `level`; returns the input itself (kRaw) when that is not smaller.
-Compressed Compress(std::span<const uint8_t> raw, int level);
-// The same into a caller's buffer of at least CompressBound(raw.size()) bytes: returns the
-// compressed length, or 0 when the block is to be stored raw (not smaller, or level 0).
+// Compresses with zstd at `level` into a caller's buffer of at least CompressBound(raw.size())
+// bytes: returns the compressed length, or 0 when the block is to be stored raw (zstd does not
+// make it smaller than the bound, or level 0). EncodeBlock (pack.h) builds whole blocks with it.
 size_t CompressInto(std::span<const uint8_t> raw, int level, uint8_t* out);
 inline size_t CompressBound(size_t raw_size) {
   return raw_size - raw_size / 64;

@@ -86,14 +86,14 @@ Result<std::vector<PackUse>> PackUsage(Store& store) {
 class PackAppender {
  public:
   explicit PackAppender(Store& store) : store_(store) {}
-  Result<BlockLocation> Append(const std::vector<uint8_t>& header, const uint8_t* payload,
-                               size_t payload_len, const BlockHeader& h) {
+  // `block` is header then payload, `header_len` long and described by `h`.
+  Result<BlockLocation> Append(std::span<const uint8_t> block, size_t header_len,
+                               const BlockHeader& h) {
     if (!file_ || size_ >= store_.objects().options().pack_target) RETURN_IF_ERROR(Roll());
-    RETURN_IF_ERROR(file_->pwrite(size_, header.data(), header.size()));
-    RETURN_IF_ERROR(file_->pwrite(size_ + header.size(), payload, payload_len));
-    BlockLocation loc{id_,          size_,     static_cast<uint32_t>(header.size()),
+    RETURN_IF_ERROR(file_->pwrite(size_, block.data(), block.size()));
+    BlockLocation loc{id_,          size_,     static_cast<uint32_t>(header_len),
                       h.stored_len, h.raw_len, h.codec};
-    size_ += header.size() + payload_len;
+    size_ += block.size();
     return loc;
   }
   Status Sync() { return file_ ? file_->sync(false) : Status::Ok(); }
@@ -213,8 +213,7 @@ Status CompactPack(Store& store, int64_t pack_id, PackAppender& out) {
     Moved m;
     if (h.entries.size() == b.objs.size()) {
       // Fully live: copy the block as it is.
-      std::vector<uint8_t> header(bytes.begin(), bytes.begin() + static_cast<long>(hlen));
-      ASSIGN_OR_RETURN(m.loc, out.Append(header, bytes.data() + hlen, b.loc.stored_len, h));
+      ASSIGN_OR_RETURN(m.loc, out.Append(bytes, hlen, h));
       for (const auto& o : b.objs)
         m.objects.emplace_back(o.id, o.offset);
     } else {
@@ -234,11 +233,10 @@ Status CompactPack(Store& store, int64_t pack_id, PackAppender& out) {
         m.objects.emplace_back(o.id, static_cast<uint32_t>(live.size()));
         live.insert(live.end(), data.begin(), data.end());
       }
-      Compressed c = Compress(live, store.objects().options().compression_level);
-      nh.codec = c.codec;
-      nh.raw_len = static_cast<uint32_t>(live.size());
-      nh.stored_len = static_cast<uint32_t>(c.data.size());
-      ASSIGN_OR_RETURN(m.loc, out.Append(EncodeBlockHeader(nh), c.data.data(), c.data.size(), nh));
+      std::vector<uint8_t> block;
+      size_t block_hlen =
+          EncodeBlock(live, store.objects().options().compression_level, &nh, &block);
+      ASSIGN_OR_RETURN(m.loc, out.Append(block, block_hlen, nh));
     }
     moved.push_back(std::move(m));
   }

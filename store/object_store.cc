@@ -265,26 +265,13 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
   int level = blk->entries.size() == 1 && blk->raw.size() >= opts_.large_object
                   ? std::max(1, opts_.compression_level - 2)
                   : opts_.compression_level;
-  // Header and payload are assembled in one pooled buffer and written with one pwrite. The
-  // header's length depends only on the number of entries, so it is encoded after compressing.
+  // Header and payload are assembled in one pooled buffer and written with one pwrite.
   BlockHeader h;
-  h.raw_len = static_cast<uint32_t>(blk->raw.size());
   h.entries = blk->entries;
   const size_t header_len = BlockHeaderLength(h.entries.size());
   std::vector<uint8_t> bytes = buffers_->TakeSized(header_len + CompressBound(blk->raw.size()),
                                                    header_len + blk->raw.size());
-  size_t n = CompressInto(blk->raw, level, bytes.data() + header_len);
-  if (n) {
-    h.codec = Codec::kZstd;
-    bytes.resize(header_len + n);
-  } else {
-    h.codec = Codec::kRaw;
-    bytes.resize(header_len + blk->raw.size());
-    if (!blk->raw.empty()) std::memcpy(bytes.data() + header_len, blk->raw.data(), blk->raw.size());
-  }
-  h.stored_len = static_cast<uint32_t>(bytes.size() - header_len);
-  std::vector<uint8_t> header = EncodeBlockHeader(h);
-  std::memcpy(bytes.data(), header.data(), header_len);
+  EncodeBlock(blk->raw, level, &h, &bytes);
 
   BlockLocation loc;
   Status st;

@@ -44,6 +44,28 @@ std::vector<uint8_t> EncodeBlockHeader(const BlockHeader& h) {
   return out;
 }
 
+size_t EncodeBlock(std::span<const uint8_t> raw, int level, BlockHeader* h,
+                   std::vector<uint8_t>* out) {
+  // The header's length depends only on the number of entries, so the payload is compressed
+  // straight into place behind it and the header written in front afterwards.
+  const size_t header_len = BlockHeaderLength(h->entries.size());
+  out->resize(header_len + CompressBound(raw.size()));
+  size_t n = CompressInto(raw, level, out->data() + header_len);
+  if (n) {
+    h->codec = Codec::kZstd;
+    out->resize(header_len + n);
+  } else {
+    h->codec = Codec::kRaw;
+    out->resize(header_len + raw.size());
+    if (!raw.empty()) std::memcpy(out->data() + header_len, raw.data(), raw.size());
+  }
+  h->raw_len = static_cast<uint32_t>(raw.size());
+  h->stored_len = static_cast<uint32_t>(out->size() - header_len);
+  std::vector<uint8_t> header = EncodeBlockHeader(*h);
+  std::memcpy(out->data(), header.data(), header_len);
+  return header_len;
+}
+
 Result<BlockHeader> DecodeBlockHeader(std::span<const uint8_t> data, size_t* header_len) {
   auto bad = [](const char* why) {
     return Status::Corruption(std::string("bad block header: ") + why);

@@ -59,6 +59,12 @@ struct BlockLocation {
 
 std::vector<uint8_t> EncodeBlockHeader(const BlockHeader& h);
 size_t BlockHeaderLength(size_t n_entries);
+// A whole block as it goes into a pack, header then payload: `raw` compressed at `level`, or
+// stored as it is when that is not smaller. Fills in h->codec, raw_len and stored_len (the
+// entries are the caller's) and returns the header's length. `out`'s capacity is reused: a
+// caller that hands in a buffer already sized header + CompressBound(raw) has nothing zeroed.
+size_t EncodeBlock(std::span<const uint8_t> raw, int level, BlockHeader* h,
+                   std::vector<uint8_t>* out);
 // Decodes and checks a header at the start of `data`, which must hold at least the fixed part;
 // returns NotFound("need more") style errors as Corruption when the bytes are not a header.
 Result<BlockHeader> DecodeBlockHeader(std::span<const uint8_t> data, size_t* header_len);

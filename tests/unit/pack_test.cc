@@ -60,6 +60,34 @@ TEST(PackTest, BlockHeaderRoundTrip) {
   EXPECT_EQ(std::memcmp(enc.data(), "SBLK", 4), 0);
 }
 
+TEST(PackTest, EncodeBlockWritesHeaderThenPayload) {
+  for (bool compressible : {true, false}) {
+    auto raw = compressible ? test::CompressibleBytes(300000, 8) : test::RandomBytes(300000, 8);
+    BlockHeader h;
+    h.entries = {{ObjectKind::kChunk, 0, 100000, Hash::Of(std::string_view("x"))},
+                 {ObjectKind::kChunk, 100000, 200000, Hash::Of(std::string_view("y"))}};
+    // A reused buffer holding stale bytes, as the store's pool hands out.
+    std::vector<uint8_t> out(700000, 0xee);
+    size_t hlen = EncodeBlock(raw, 3, &h, &out);
+    EXPECT_EQ(hlen, BlockHeaderLength(2));
+    EXPECT_EQ(h.codec, compressible ? Codec::kZstd : Codec::kRaw);
+    EXPECT_EQ(h.raw_len, raw.size());
+    EXPECT_EQ(h.stored_len, out.size() - hlen);
+    if (compressible) {
+      EXPECT_LT(out.size(), raw.size() / 2);
+    }
+
+    size_t got_len = 0;
+    ASSERT_OK_AND_ASSIGN(BlockHeader got, DecodeBlockHeader(out, &got_len));
+    EXPECT_EQ(got_len, hlen);
+    ExpectSameHeader(got, h);
+    std::vector<uint8_t> back;
+    ASSERT_OK(
+        Decompress(got.codec, std::span<const uint8_t>(out).subspan(hlen), got.raw_len, &back));
+    EXPECT_EQ(back, raw);
+  }
+}
+
 TEST(PackTest, EveryFlippedHeaderByteIsDetected) {
   auto enc = EncodeBlockHeader(SampleHeader());
   for (size_t i = 0; i < enc.size(); ++i) {
