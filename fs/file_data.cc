@@ -153,7 +153,8 @@ Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, boo
                     ContentBuilder* b, BufferPool* pool) {
   const size_t window = params.max_size;
   const uint64_t start = *pos;
-  // No chunk starts at or past start + budget, and none is longer than a window.
+  // No chunk starts at or past start + budget, and none is longer than a window (`budget` is
+  // UINT64_MAX for a flush, hence the test before adding).
   const uint64_t read_end = std::min(end, budget >= end ? end : start + budget + window);
   const size_t buf_size =
       static_cast<size_t>(std::min<uint64_t>(2 * window, std::max<uint64_t>(read_end - start, 1)));
