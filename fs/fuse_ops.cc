@@ -94,7 +94,9 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
   // Nobody else changes our files, so a getattr must not drop the page cache.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  // Let the kernel clear setuid bits on write through setattr, as for any other change.
+  // Not the first version of kill-privileges: with the writeback cache its writes arrive without
+  // their writer, so the kernel must not leave set-ID bits to us. Version 2, which says who
+  // asked, is negotiated below libfuse (fs/kernel_io.h).
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
   // libfuse asks for atomic O_TRUNC by default: the kernel then leaves truncation to OPEN. We
   // answer OPEN with ENOSYS, so it must send open(O_TRUNC) to us as a setattr instead.
@@ -156,6 +158,18 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   else if (to_set & FUSE_SET_ATTR_MTIME)
     s.mtime = ToTs(attr->st_mtim);
   if (to_set & FUSE_SET_ATTR_CTIME) s.ctime = ToTs(attr->st_ctim);
+  // libfuse 3.14 hands the kernel's FATTR_KILL_SUIDGID (bit 11) through under this older name.
+  // An empty setattr is the kernel's file_remove_privs (fallocate, and writes it does not send
+  // with FUSE_WRITE_KILL_SUIDGID): its caller lacks CAP_FSETID unless it is root, whose request
+  // only ever concerns capabilities, which the kernel removes itself with REMOVEXATTR.
+  bool remove_privs = to_set == 0 && Ctx(req)->io.killpriv_v2 && fuse_req_ctx(req)->uid != 0;
+  if ((to_set & FUSE_SET_ATTR_KILL_SUID) || remove_privs) {
+    s.kill_suidgid = true;
+    const fuse_ctx* c = fuse_req_ctx(req);
+    s.caller_in_group = [uid = c->uid, gid = c->gid, pid = c->pid](uint32_t group) {
+      return CallerInGroup(uid, gid, static_cast<uint32_t>(pid), group);
+    };
+  }
   auto r = Vol(req).SetAttr(ino, s);
   if (!r.ok()) return ReplyError(req, r.status());
   fuse_reply_attr(req, &*r, Ctx(req)->config.attr_timeout);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 
+#include "fs/kernel_io.h"
 #include "fs/volume.h"
 
 namespace stashfs::fs {
@@ -18,6 +19,7 @@ struct FuseConfig {
   double attr_timeout = 86400;
   double negative_timeout = 86400;
   bool writeback_cache = true;
+  bool killpriv_v2 = true;  // see fs/kernel_io.h
 };
 
 // Requests served, by kind, with the time spent serving them (for `stashfs status`).
@@ -63,6 +65,7 @@ struct FuseContext {
   Volume* volume;
   FuseConfig config;
   FuseOpStats ops[static_cast<int>(FuseOp::kCount)];
+  KernelIo io;
 };
 
 // The operations table; the session's userdata must be a FuseContext*.

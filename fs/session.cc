@@ -77,6 +77,22 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(Volume* volume,
                            EIO);
   }
   s->mounted_ = true;
+  // Our own /dev/fuse reads and writes (fs/kernel_io.h) on the descriptor libfuse opened.
+  s->ctx_.io.want_killpriv_v2 = opts.config.killpriv_v2 && !opts.read_only;
+  s->ctx_.io.kill_privileges = [v = volume](uint64_t ino, uint32_t uid, uint32_t gid,
+                                            uint32_t pid) {
+    (void)v->KillPrivileges(ino,
+                            [&](uint32_t group) { return CallerInGroup(uid, gid, pid, group); });
+  };
+  fuse_custom_io io{};
+  io.read = [](int fd, void* buf, size_t len, void* ud) {
+    return KernelRead(&static_cast<FuseContext*>(ud)->io, fd, buf, len);
+  };
+  io.writev = [](int fd, struct iovec* iov, int count, void* ud) {
+    return KernelWritev(&static_cast<FuseContext*>(ud)->io, fd, iov, count);
+  };
+  if (int r = fuse_session_custom_io(s->se_, &io, fuse_session_fd(s->se_)); r != 0)
+    return Status::IOError("setting up FUSE device I/O", -r);
   return s;
 }
 

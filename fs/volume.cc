@@ -402,6 +402,8 @@ Result<struct stat> Volume::SetAttr(uint64_t ino, const SetAttrRequest& req) {
   if (req.mode) inode->attrs.mode = *req.mode & 07777;
   if (req.uid) inode->attrs.uid = *req.uid;
   if (req.gid) inode->attrs.gid = *req.gid;
+  if (req.kill_suidgid && inode->type != EntryType::kDir)
+    DropPrivilegesLocked(inode, req.caller_in_group);
   if (req.atime) inode->atime = *req.atime;
   if (req.mtime) inode->attrs.mtime = *req.mtime;
   if (req.size && !req.mtime) inode->attrs.mtime = now;
@@ -835,6 +837,36 @@ Status Volume::RemoveXattr(uint64_t ino, std::string_view name) {
   xs.erase(it);
   inode->attrs.ctime = Now();
   MarkChanged(inode);
+  return Status::Ok();
+}
+
+void Volume::DropPrivilegesLocked(Inode* inode,
+                                  const std::function<bool(uint32_t gid)>& caller_in_group) {
+  // The rules of the kernel's own setattr_should_drop_sgid and cap_inode_killpriv: set-user-ID
+  // always goes; set-group-ID with group-execute, or without it when the caller is not in the
+  // file's group; file capabilities always go.
+  uint32_t& mode = inode->attrs.mode;
+  mode &= ~static_cast<uint32_t>(S_ISUID);
+  if ((mode & S_ISGID) &&
+      ((mode & S_IXGRP) || !caller_in_group || !caller_in_group(inode->attrs.gid)))
+    mode &= ~static_cast<uint32_t>(S_ISGID);
+  auto& xs = inode->attrs.xattrs;
+  std::erase_if(xs, [](const auto& kv) { return kv.first == "security.capability"; });
+}
+
+Status Volume::KillPrivileges(uint64_t ino,
+                              const std::function<bool(uint32_t gid)>& caller_in_group) {
+  RETURN_IF_ERROR(CheckWritable());
+  std::unique_lock lock(ns_mu_);
+  Inode* inode = Find(ino);
+  if (!inode) return Status::Errno(ENOENT);
+  if (inode->type != EntryType::kFile) return Status::Ok();
+  Attrs before = inode->attrs;
+  DropPrivilegesLocked(inode, caller_in_group);
+  if (inode->attrs.mode != before.mode || inode->attrs.xattrs.size() != before.xattrs.size()) {
+    inode->attrs.ctime = Now();
+    MarkChanged(inode);
+  }
   return Status::Ok();
 }
 

@@ -71,6 +71,11 @@ struct SetAttrRequest {
   std::optional<Timespec> atime;  // "now" is resolved by the adapter
   std::optional<Timespec> mtime;
   std::optional<Timespec> ctime;
+  // The kernel asks us to drop set-ID bits and file capabilities (FUSE_HANDLE_KILLPRIV_V2:
+  // every chown of a non-directory, and a truncate by a caller without CAP_FSETID).
+  bool kill_suidgid = false;
+  // Whether the caller may keep set-group-ID on a file without group-execute (asked only then).
+  std::function<bool(uint32_t gid)> caller_in_group;
 };
 
 struct DirEntryOut {
@@ -139,6 +144,11 @@ class Volume {
   Result<std::string> GetXattr(uint64_t ino, std::string_view name);
   Result<std::vector<std::string>> ListXattr(uint64_t ino);
   Status RemoveXattr(uint64_t ino, std::string_view name);
+  // What a write by a caller without CAP_FSETID does to a regular file under
+  // FUSE_HANDLE_KILLPRIV_V2 (the kernel leaves it to us): clears the set-user-ID bit, the
+  // set-group-ID bit (without group-execute only if !caller_in_group(file's gid)), and the
+  // security.capability xattr.
+  Status KillPrivileges(uint64_t ino, const std::function<bool(uint32_t gid)>& caller_in_group);
   Result<struct statvfs> StatFs();
 
   // Commits what is stored so far; returns once a commit that started after this call finished.
@@ -211,6 +221,8 @@ class Volume {
   void RemoveChild(Inode* dir, std::string_view name);
   void MarkDirDirty(Inode* dir);
   void MarkChanged(Inode* inode);
+  // ns_mu_ held; see KillPrivileges.
+  void DropPrivilegesLocked(Inode* inode, const std::function<bool(uint32_t gid)>& caller_in_group);
   void TouchDir(Inode* dir);  // mtime/ctime = now, dirty
   void DropLink(Inode* inode, uint64_t parent);
   void MaybeDelete(Inode* inode);

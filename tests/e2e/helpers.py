@@ -186,12 +186,14 @@ def have_getdents() -> bool:
 # Running code in another process (as another user, or holding locks)
 
 
-def run_python(code: str, *args, user=None, group=None, timeout=60):
-    """Run `code` in a fresh /usr/bin/python3 (optionally as uid/gid); it must print one JSON
-    value as its last stdout line, which is returned."""
+def run_python(code: str, *args, user=None, group=None, extra_groups=(), timeout=60):
+    """Run `code` in a fresh /usr/bin/python3 (optionally as uid/gid, with only
+    `extra_groups` as supplementary groups); it must print one JSON value as its last stdout
+    line, which is returned."""
     kw = {}
     if user is not None:
-        kw.update(user=user, group=group if group is not None else user, extra_groups=[])
+        kw.update(user=user, group=group if group is not None else user,
+                  extra_groups=list(extra_groups))
     res = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
                          text=True, timeout=timeout, cwd="/", **kw)
     assert res.returncode == 0, f"child python exited {res.returncode}:\n{res.stdout}{res.stderr}"

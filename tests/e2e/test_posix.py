@@ -954,6 +954,74 @@ def test_permissions_enforced_for_other_user(shared_dir):
     assert os.lstat(d / "owndir" / "mine").st_uid == NOBODY
 
 
+PRIV_CHILD = CHILD_PRELUDE + r'''
+d = sys.argv[1]
+def append(name):
+    with open(os.path.join(d, name), "a") as f:
+        f.write("more")
+def fallocate(name):
+    fd = os.open(os.path.join(d, name), os.O_WRONLY)
+    os.posix_fallocate(fd, 0, 65536)
+    os.close(fd)
+def copy(name):  # copy_file_range into the file
+    src = os.open(os.path.join(d, "source"), os.O_RDONLY)
+    dst = os.open(os.path.join(d, name), os.O_WRONLY)
+    os.copy_file_range(src, dst, 100, 0, 0)
+    os.close(src), os.close(dst)
+# Arguments after the directory: "OP:NAME".
+ops = {"write": append, "truncate": lambda name: os.truncate(os.path.join(d, name), 0),
+       "opentrunc": lambda name: os.close(os.open(os.path.join(d, name), os.O_WRONLY | os.O_TRUNC)),
+       "fallocate": fallocate, "copy": copy}
+print(json.dumps({a: attempt(ops[a.split(":")[0]], a.split(":")[1]) for a in sys.argv[2:]}))
+'''
+
+
+@needs_root
+def test_writes_chown_and_truncate_drop_privileges_as_the_kernel_does(workdir, mount_factory):
+    # stashfs takes over clearing set-ID bits and file capabilities from the kernel
+    # (FUSE_HANDLE_KILLPRIV_V2, fs/kernel_io.h); the outcome must be the VFS's, checked both
+    # through the kernel's caches and, after a remount, in what the daemon stored.
+    fs = FsDir(workdir, mount_factory, args=[] if native_mode() else ["--allow-other"])
+    d = fs.path
+    os.chmod(workdir, 0o755)
+    os.chmod(d, 0o777)
+    files = {"write_suid": 0o4777, "truncate_suid_sgid": 0o6777, "write_sgid_nogx": 0o2767,
+             "member": 0o2767, "root_write": 0o4777, "root_truncate": 0o6777,
+             "chown": 0o6755, "chgrp_sgid_nogx": 0o2745, "caps": 0o755, "source": 0o644,
+             "opentrunc": 0o4777, "fallocate": 0o6777, "copy": 0o4777}
+    for name, mode in files.items():
+        write_file(d / name, b"data")
+        os.chmod(d / name, mode)
+    caps = bytes([1, 0, 0, 2, 0, 0x20]) + bytes(14)  # cap_net_bind_service, permitted
+    os.setxattr(d / "caps", "security.capability", caps)
+    # Another user: its writes and truncates drop what they must.
+    r = run_python(PRIV_CHILD, d, "write:write_suid", "truncate:truncate_suid_sgid",
+                   "write:write_sgid_nogx", "opentrunc:opentrunc", "fallocate:fallocate",
+                   "copy:copy", user=NOBODY, group=NOBODY)
+    assert set(r.values()) == {"ok"}, r
+    # ...except that a member of the file's group keeps set-group-ID without group-execute.
+    r = run_python(PRIV_CHILD, d, "write:member", user=NOBODY, group=NOBODY, extra_groups=[0])
+    assert r == {"write:member": "ok"}, r
+    # Root (CAP_FSETID) keeps its bits on write and truncate; chown drops them for everyone.
+    with open(d / "root_write", "a") as f:
+        f.write("more")
+    os.truncate(d / "root_truncate", 1)
+    os.chown(d / "chown", 1000, -1)
+    os.chown(d / "chgrp_sgid_nogx", -1, 5)
+    with open(d / "caps", "a") as f:
+        f.write("more")
+    expected = {"write_suid": 0o777, "truncate_suid_sgid": 0o777, "write_sgid_nogx": 0o767,
+                "member": 0o2767, "root_write": 0o4777, "root_truncate": 0o6777,
+                "chown": 0o755, "chgrp_sgid_nogx": 0o2745, "caps": 0o755, "opentrunc": 0o777,
+                "fallocate": 0o777, "copy": 0o777}
+    for when in ("live", "after remount"):
+        got = {name: mode_of(d / name) for name in expected}
+        wrong = {k: (oct(got[k]), oct(v)) for k, v in expected.items() if got[k] != v}
+        assert not wrong, f"{when}: (mode, expected): {wrong}"
+        assert "security.capability" not in os.listxattr(d / "caps"), when
+        fs.remount()
+
+
 @needs_root
 def test_setgid_directory_inheritance(target):
     d = target / "sg"
