@@ -1119,7 +1119,13 @@ void Volume::QueueFlush(uint64_t ino, bool now) {
     if (now) {
       flush_ready_.push_back(ino);
     } else if (fresh) {
+      // Waking a flusher for a file due in flush_delay_s only makes it sleep again: a flusher
+      // idle over a non-empty queue already wakes at the head's deadline, which is earlier than
+      // ours. (tar -x: one wake and a context switch per file saved.) An empty queue has no such
+      // waiter, and memory pressure means flushing now.
+      bool wake = flush_later_.empty() || data_.mem_used.load() > data_.mem_total_max / 2;
       flush_later_.push_back(ino);
+      if (!wake) return;
     } else {
       return;
     }
