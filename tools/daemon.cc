@@ -116,6 +116,9 @@ struct Daemon {
             {"negative_lookups", c.negative_lookups.load()},
             {"directories_loaded", c.dirs_loaded.load()},
             {"commits", c.commits.load()},
+            // Whether the kernel took FUSE_HANDLE_KILLPRIV_V2 (fs/kernel_io.h): without it every
+            // write(2) costs a GETXATTR round trip.
+            {"kernel_killpriv_v2", session->context().io.killpriv_v2.load()},
             {"requests", Requests()}};
   }
 
