@@ -166,9 +166,7 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   if ((to_set & FUSE_SET_ATTR_KILL_SUID) || remove_privs) {
     s.kill_suidgid = true;
     const fuse_ctx* c = fuse_req_ctx(req);
-    s.caller_in_group = [uid = c->uid, gid = c->gid, pid = c->pid](uint32_t group) {
-      return CallerInGroup(uid, gid, static_cast<uint32_t>(pid), group);
-    };
+    s.caller_in_group = CallerGroupCheck(c->uid, c->gid, static_cast<uint32_t>(c->pid));
   }
   auto r = Vol(req).SetAttr(ino, s);
   if (!r.ok()) return ReplyError(req, r.status());

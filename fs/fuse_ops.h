@@ -19,7 +19,6 @@ struct FuseConfig {
   double attr_timeout = 86400;
   double negative_timeout = 86400;
   bool writeback_cache = true;
-  bool killpriv_v2 = true;  // see fs/kernel_io.h
 };
 
 // Requests served, by kind, with the time spent serving them (for `stashfs status`).

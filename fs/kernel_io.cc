@@ -36,6 +36,10 @@ bool CallerInGroup(uint32_t uid, uint32_t gid, uint32_t pid, uint32_t group) {
   return false;
 }
 
+std::function<bool(uint32_t group)> CallerGroupCheck(uint32_t uid, uint32_t gid, uint32_t pid) {
+  return [=](uint32_t group) { return CallerInGroup(uid, gid, pid, group); };
+}
+
 ssize_t KernelRead(KernelIo* io, int fd, void* buf, size_t len) {
   ssize_t n = ::read(fd, buf, len);
   if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;

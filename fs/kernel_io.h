@@ -38,6 +38,8 @@ struct KernelIo {
 // kernel's in_group_or_capable (root, or a member of `group`, also through its supplementary
 // groups, read from /proc/PID/status; an unreadable one counts as not a member).
 bool CallerInGroup(uint32_t uid, uint32_t gid, uint32_t pid, uint32_t group);
+// The same question bound to one caller, as Volume asks it.
+std::function<bool(uint32_t group)> CallerGroupCheck(uint32_t uid, uint32_t gid, uint32_t pid);
 
 // read(2) of one request; same contract as libfuse's own read (errno on -1).
 ssize_t KernelRead(KernelIo* io, int fd, void* buf, size_t len);

@@ -78,11 +78,10 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(Volume* volume,
   }
   s->mounted_ = true;
   // Our own /dev/fuse reads and writes (fs/kernel_io.h) on the descriptor libfuse opened.
-  s->ctx_.io.want_killpriv_v2 = opts.config.killpriv_v2 && !opts.read_only;
+  s->ctx_.io.want_killpriv_v2 = !opts.read_only;  // a read-only mount has nothing to clear
   s->ctx_.io.kill_privileges = [v = volume](uint64_t ino, uint32_t uid, uint32_t gid,
                                             uint32_t pid) {
-    (void)v->KillPrivileges(ino,
-                            [&](uint32_t group) { return CallerInGroup(uid, gid, pid, group); });
+    (void)v->KillPrivileges(ino, CallerGroupCheck(uid, gid, pid));
   };
   fuse_custom_io io{};
   io.read = [](int fd, void* buf, size_t len, void* ud) {
@@ -92,7 +91,10 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(Volume* volume,
     return KernelWritev(&static_cast<FuseContext*>(ud)->io, fd, iov, count);
   };
   if (int r = fuse_session_custom_io(s->se_, &io, fuse_session_fd(s->se_)); r != 0)
-    return Status::IOError("setting up FUSE device I/O", -r);
+    return Status::IOError(
+        "libfuse refused stashfs's /dev/fuse I/O hooks (libfuse printed why "
+        "above); this is a bug, please report it with that line",
+        -r);
   return s;
 }
 

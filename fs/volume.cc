@@ -861,9 +861,10 @@ Status Volume::KillPrivileges(uint64_t ino,
   Inode* inode = Find(ino);
   if (!inode) return Status::Errno(ENOENT);
   if (inode->type != EntryType::kFile) return Status::Ok();
-  Attrs before = inode->attrs;
+  uint32_t mode = inode->attrs.mode;
+  size_t xattrs = inode->attrs.xattrs.size();
   DropPrivilegesLocked(inode, caller_in_group);
-  if (inode->attrs.mode != before.mode || inode->attrs.xattrs.size() != before.xattrs.size()) {
+  if (inode->attrs.mode != mode || inode->attrs.xattrs.size() != xattrs) {
     inode->attrs.ctime = Now();
     MarkChanged(inode);
   }
