@@ -27,8 +27,9 @@ class BufferPool {
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
-  // An empty vector with capacity for at least `capacity` bytes (exactly a power of two when
-  // the request is in the pooled range, so it can come back to its class).
+  // An empty vector with capacity for at least `capacity` bytes (a power of two when the
+  // request is in the pooled range, so it can come back to its class: the request's class, or
+  // the one above when only that one has a buffer waiting).
   std::vector<uint8_t> Take(size_t capacity);
   // A vector of `size` bytes (capacity at least `capacity`) whose contents are unspecified:
   // bytes a previous user of the buffer had are not zeroed again, which matters when the

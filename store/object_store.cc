@@ -519,10 +519,12 @@ void ObjectStore::CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b)
   if (cache_.count(k)) return;
   cache_lru_.push_front(k);
   cache_[k] = {b, cache_lru_.begin()};
-  cache_bytes_ += b->data->size();
+  // Counted by capacity, which is what the block keeps mapped: a pooled buffer can be up to
+  // four times the block it holds.
+  cache_bytes_ += b->data->capacity();
   while (cache_bytes_ > opts_.block_cache_bytes && cache_lru_.size() > 1) {
     auto victim = cache_.find(cache_lru_.back());
-    cache_bytes_ -= victim->second.block->data->size();
+    cache_bytes_ -= victim->second.block->data->capacity();
     cache_.erase(victim);
     cache_lru_.pop_back();
   }
@@ -539,7 +541,7 @@ void ObjectStore::ForgetPack(int64_t pack_id) {
   for (auto it = cache_lru_.begin(); it != cache_lru_.end();) {
     if (it->pack_id == pack_id) {
       auto slot = cache_.find(*it);
-      cache_bytes_ -= slot->second.block->data->size();
+      cache_bytes_ -= slot->second.block->data->capacity();
       cache_.erase(slot);
       it = cache_lru_.erase(it);
     } else {

@@ -48,8 +48,8 @@ struct ObjectStoreOptions {
   size_t block_target = 256 * 1024;    // small objects are gathered into blocks of about this size
   size_t large_object = 64 * 1024;     // objects at least this big get a block of their own
   uint64_t pack_target = 32ull << 20;  // a pack is sealed once it reaches this size
-  size_t block_cache_bytes = 64ull << 20;
-  size_t flush_bytes = 64ull << 20;  // staged, uncatalogued bytes that trigger a Flush()
+  size_t block_cache_bytes = 64ull << 20;  // memory held, counted by buffer capacity
+  size_t flush_bytes = 64ull << 20;        // staged, uncatalogued bytes that trigger a Flush()
 };
 
 // An object's bytes, keeping the decompressed block they live in alive.

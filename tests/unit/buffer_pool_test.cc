@@ -43,11 +43,31 @@ TEST(BufferPoolTest, TakeSizedHasTheSizeAndKeepsTheClass) {
   auto b = pool.TakeSized(100 * 1024, 256 * 1024);  // grows: the new part is zeroed
   EXPECT_EQ(b.data(), pages);
   ASSERT_EQ(b.size(), 100u * 1024);
+  EXPECT_EQ(b[70 * 1024 - 1], 0xab);
   EXPECT_EQ(b[100 * 1024 - 1], 0);
   pool.Give(std::move(b));
   auto c = pool.Take(256 * 1024);  // Take is always empty
   EXPECT_EQ(c.data(), pages);
   EXPECT_TRUE(c.empty());
+}
+
+TEST(BufferPoolTest, AnEmptyClassIsServedFromTheClassAbove) {
+  BufferPool pool;
+  auto big = pool.Take(1 << 20);
+  const uint8_t* pages = big.data();
+  pool.Give(std::move(big));
+  auto a = pool.TakeSized(300 * 1024);  // class 512 KiB is empty: the 1 MiB buffer serves
+  EXPECT_EQ(a.data(), pages);
+  EXPECT_EQ(a.capacity(), 1u << 20);
+  EXPECT_EQ(a.size(), 300u * 1024);
+  pool.Give(std::move(a));  // and goes back to its own class
+  auto b = pool.Take(1 << 20);
+  EXPECT_EQ(b.data(), pages);
+  pool.Give(std::move(b));
+  auto c = pool.Take(200 * 1024);  // two classes below: not served from it
+  EXPECT_NE(c.data(), pages);
+  EXPECT_EQ(c.capacity(), 256u * 1024);
+  EXPECT_EQ(pool.free_bytes(), 1u << 20);
 }
 
 TEST(BufferPoolTest, BuffersOutsideTheClassesAreNotKept) {
