@@ -57,6 +57,13 @@ class PosixFile final : public File {
                       SYNC_FILE_RANGE_WRITE);
   }
 
+  void drop_written(uint64_t offset, uint64_t n) override {
+    ::sync_file_range(
+        fd_, static_cast<off_t>(offset), static_cast<off_t>(n),
+        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), POSIX_FADV_DONTNEED);
+  }
+
   Status truncate(uint64_t size) override {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
       return Status::IOError("truncating " + path_, errno);

@@ -29,6 +29,12 @@ class File {
     (void)offset;
     (void)n;
   }
+  // Waits until [offset, offset+n) is on disk (as far as writeback goes: no cache flush, no
+  // durability) and then drops it from the page cache. Only a hint: no error.
+  virtual void drop_written(uint64_t offset, uint64_t n) {
+    (void)offset;
+    (void)n;
+  }
   virtual Status truncate(uint64_t size) = 0;
   virtual Result<uint64_t> size() = 0;
   // Names the file has; 0 once it was deleted while open.

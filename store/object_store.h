@@ -250,6 +250,7 @@ class ObjectStore {
   int64_t pack_id_ = 0;
   uint64_t pack_size_ = 0;
   uint64_t pack_written_back_ = 0;  // start_writeback issued up to here
+  uint64_t pack_dropped_ = 0;       // drop_written issued up to here
   // Packs filled since the last Flush, with their final sizes, to mark sealed.
   std::vector<std::pair<int64_t, uint64_t>> sealed_;
   std::vector<std::shared_ptr<File>> unsynced_;  // the files of sealed_, not yet synced

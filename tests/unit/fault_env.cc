@@ -29,6 +29,7 @@ class FaultEnv::FaultFile final : public File {
     return Status::Ok();
   }
   void start_writeback(uint64_t offset, uint64_t n) override { base_->start_writeback(offset, n); }
+  void drop_written(uint64_t offset, uint64_t n) override { base_->drop_written(offset, n); }
   Status truncate(uint64_t size) override { return base_->truncate(size); }
   Result<uint64_t> size() override { return base_->size(); }
   Result<uint64_t> link_count() override { return base_->link_count(); }

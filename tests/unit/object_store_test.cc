@@ -3,8 +3,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <set>
 #include <thread>
 
@@ -170,6 +174,33 @@ TEST_F(ObjectStoreTest, PackSizesAgreeWithDisk) {
   EXPECT_EQ(db().Int("SELECT state FROM packs"), 1);  // sealed
   EXPECT_EQ(db().Int("SELECT writer IS NULL FROM packs"), 1);
   EXPECT_EQ(db().Count("mounts"), 0);
+}
+
+// A pack is written once and read rarely: what was written back leaves the page cache a
+// window behind the writer, so a big ingest reuses a few MiB of page cache instead of
+// allocating a fresh page for every stored byte.
+TEST_F(ObjectStoreTest, WrittenPackDataLeavesThePageCache) {
+  struct statfs fs {};
+  ASSERT_EQ(::statfs(dir().c_str(), &fs), 0);
+  if (fs.f_type == TMPFS_MAGIC) GTEST_SKIP() << "tmpfs pages cannot be dropped";
+  std::vector<Hash> hs;
+  for (int i = 0; i < 16; ++i)
+    hs.push_back(Put(ObjectKind::kChunk, RandomBytes(1 << 20, 400 + i)));
+  Flush();
+  std::string path = PackPath(packs_dir(), db().Int("SELECT id FROM packs"));
+  int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << path;
+  const size_t window = 4 << 20;  // the first writeback window, dropped once the next began
+  void* map = ::mmap(nullptr, window, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(map, MAP_FAILED);
+  std::vector<unsigned char> resident(window / static_cast<size_t>(::sysconf(_SC_PAGESIZE)));
+  ASSERT_EQ(::mincore(map, window, resident.data()), 0);
+  ::munmap(map, window);
+  EXPECT_EQ(std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; }),
+            0);
+  for (int i = 0; i < 16; i += 5)
+    EXPECT_TRUE(Holds(ObjectKind::kChunk, hs[i], RandomBytes(1 << 20, 400 + i))) << i;
 }
 
 TEST_F(ObjectStoreTest, PacksRollOverAtTarget) {
