@@ -307,7 +307,7 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
   // cache: pack bytes are read rarely, and from the block cache while hot, and a page the
   // kernel has to allocate afresh costs more than the copy into it (on the CI VMs, writing a
   // GiB into new page-cache pages costs 0.9 s of CPU, into just-freed ones 0.16 s). A 1 GiB
-  // write took 4.0-4.1 daemon core-seconds before this, 3.3-3.6 after. Waiting for the
+  // write took 4.0-5.7 daemon core-seconds before this, 3.3-3.6 after. Waiting for the
   // previous window is also backpressure when the disk is slower than compression.
   if (writeback) {
     writeback->start_writeback(wb_from, wb_len);
