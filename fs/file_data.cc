@@ -1,6 +1,7 @@
 #include "fs/file_data.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,6 +97,12 @@ class ContentBuilder {
       content_.chunks.clear();
     }
     return std::move(content_);
+  }
+  // Settles every put (a stream step's puts ran on the caller's thread, so nothing waits): the
+  // chunks of all bytes added so far, for punching them out of the scratch file.
+  Result<const std::vector<ChunkRef>*> SettleAll() {
+    RETURN_IF_ERROR(Settle(0));
+    return &content_.chunks;
   }
   // Waits for the puts in flight, also after an error (they use the data they own).
   Status Drain() {
@@ -232,7 +239,7 @@ bool FileData::has_clean_scratch() {
 
 uint64_t FileData::scratch_bytes() {
   std::lock_guard lock(mu_);
-  return stage_ == Stage::kScratch ? size_ : 0;
+  return stage_ == Stage::kScratch ? size_ - std::min(size_, punched_) : 0;
 }
 
 void FileData::DropStaging() {
@@ -246,6 +253,8 @@ void FileData::DropStaging() {
     fd_ = -1;
     scratch_path_.clear();
   }
+  punched_ = 0;
+  punched_view_.reset();
   stage_ = Stage::kNone;
 }
 
@@ -330,7 +339,12 @@ Result<size_t> FileData::Read(uint64_t off, size_t n, char* out) {
       return n;
     }
     if (stage_ == Stage::kScratch) {
-      RETURN_IF_ERROR(PreadAll(fd_, off, out, n));
+      size_t k = 0;
+      if (off < punched_) {  // stored and punched out: the chunks hold these bytes
+        k = static_cast<size_t>(std::min<uint64_t>(n, punched_ - off));
+        RETURN_IF_ERROR(ReadStored(punched_view_, off, k, out));
+      }
+      if (k < n) RETURN_IF_ERROR(PreadAll(fd_, off + k, out + k, n - k));
       return n;
     }
     view = view_;
@@ -415,6 +429,7 @@ Status FileData::Write(uint64_t off, const char* data, size_t n, bool* stream_tu
   if (off > UINT64_MAX - n) return Status::Errno(EFBIG);
   std::lock_guard lock(mu_);
   RETURN_IF_ERROR(EnsureStaged(off + n));
+  RETURN_IF_ERROR(UnpunchFor(off));
   if (off < stream_end_) StopStream(false);
   stream_low_ = std::min(stream_low_, off);
   if (stage_ == Stage::kMemory) {
@@ -448,6 +463,7 @@ Status FileData::Truncate(uint64_t new_size) {
     return Status::Ok();
   }
   RETURN_IF_ERROR(EnsureStaged(new_size));
+  RETURN_IF_ERROR(UnpunchFor(std::min(new_size, size_)));
   if (new_size < stream_end_) StopStream(false);
   stream_low_ = std::min(stream_low_, std::min(new_size, size_));
   if (stage_ == Stage::kMemory) {
@@ -468,6 +484,7 @@ Status FileData::Extend(uint64_t end) {
   std::lock_guard lock(mu_);
   if (end <= size_) return Status::Ok();
   RETURN_IF_ERROR(EnsureStaged(end));
+  RETURN_IF_ERROR(UnpunchFor(size_));
   stream_low_ = std::min(stream_low_, size_);
   if (stage_ == Stage::kMemory) {
     size_t before = mem_.capacity();
@@ -542,6 +559,30 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
   return b->Finish(size);
 }
 
+Status FileData::UnpunchFor(uint64_t off) {
+  // A live stream still covers the punched range, and the next flush starts from its end; a
+  // write from the stream's end on changes nothing below it.
+  if (punched_ == 0 || (stream_ && off >= stream_end_)) return Status::Ok();
+  return Unpunch();
+}
+
+Status FileData::Unpunch() {
+  if (punched_ == 0) return Status::Ok();
+  const ContentView& v = *punched_view_;
+  for (size_t i = 0; i < v.content.chunks.size(); ++i) {
+    const ChunkRef& ch = v.content.chunks[i];
+    if (ch.is_hole()) continue;  // the punched scratch already reads as zeros there
+    ASSIGN_OR_RETURN(auto data, ctx_->objects->Get(ObjectKind::kChunk, ch.hash));
+    if (data.bytes.size() != ch.size) return Status::Corruption("chunk has the wrong size");
+    RETURN_IF_ERROR(PwriteAll(fd_, v.ends[i] - ch.size,
+                              reinterpret_cast<const char*>(data.bytes.data()), ch.size));
+  }
+  ctx_->bytes_unpunched += punched_;
+  punched_ = 0;
+  punched_view_.reset();
+  return Status::Ok();
+}
+
 void FileData::StopStream(bool restart) {
   stream_.reset();
   stream_lease_.reset();
@@ -581,6 +622,9 @@ Status FileData::StreamStep(uint64_t budget) {
     start = stream_end_;
     limit = size_;
     if (limit < start + window) return Status::Ok();
+    // A new stream reads from the start of the file, which must not be punched (only a copy
+    // back that failed leaves it so; retry it).
+    if (!stream_) RETURN_IF_ERROR(Unpunch());
     fd = ::dup(fd_);
     if (fd < 0) return Status::IOError("dup of scratch file", errno);
     if (!stream_) {
@@ -604,16 +648,56 @@ Status FileData::StreamStep(uint64_t budget) {
                            &flush_waiting_, ctx_->chunker, b.get(), &ctx_->objects->buffers());
   ::close(fd);
   if (ctx_->after_stream_read) ctx_->after_stream_read();
+  // The builder is ours while flush_mu_ is held: settle it here, outside mu_.
+  const std::vector<ChunkRef>* chunks = nullptr;
+  if (st.ok()) {
+    auto settled = b->SettleAll();
+    if (settled.ok()) {
+      chunks = *settled;
+    } else {
+      st = settled.status();
+    }
+  }
   std::lock_guard lock(mu_);
   if (stream_ != b) return st;  // stopped meanwhile
   if (!st.ok() || stream_low_ < pos) {
-    // A failed put, or bytes changed under the read: the flush will chunk the file itself.
+    // A failed put, or bytes changed under the read: the flush will chunk the file itself, from
+    // a whole scratch copy (copied back while the stream's lease still pins the chunks).
+    Status un = Unpunch();
     StopStream(false);
-    return st;
+    return st.ok() ? un : st;
   }
   ctx_->bytes_streamed += pos - start;
   stream_end_ = pos;
+  PunchPrefix(*chunks, pos);
   return Status::Ok();
+}
+
+void FileData::PunchPrefix(const std::vector<ChunkRef>& chunks, uint64_t end) {
+  if (end <= punched_ || ctx_->no_punch.load()) return;
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(punched_),
+                  static_cast<off_t>(end - punched_)) != 0) {
+    // A filesystem without hole punching: scratch copies stay whole, as before.
+    if (errno == EOPNOTSUPP || errno == ENOSYS) ctx_->no_punch = true;
+    return;
+  }
+  if (!punched_view_) {
+    punched_view_ = std::make_shared<ContentView>();
+    punched_view_->resolved = true;
+  }
+  // The builder's list only grows, except that a run of holes at its end can grow in place.
+  ContentView& v = *punched_view_;
+  size_t have = v.content.chunks.size();
+  if (have > 0 && v.content.chunks[have - 1].size != chunks[have - 1].size) {
+    v.content.chunks[have - 1].size = chunks[have - 1].size;
+    v.ends[have - 1] = (have > 1 ? v.ends[have - 2] : 0) + chunks[have - 1].size;
+  }
+  for (size_t i = have; i < chunks.size(); ++i) {
+    v.content.chunks.push_back(chunks[i]);
+    v.ends.push_back((v.ends.empty() ? 0 : v.ends.back()) + chunks[i].size);
+  }
+  v.content.size = v.ends.empty() ? 0 : v.ends.back();
+  punched_ = end;
 }
 
 Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
@@ -636,6 +720,10 @@ Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
       prefix = std::move(stream_);
       prefix_end = stream_end_;
       if (stream_lease && stream_lease_) stream_lease->emplace(std::move(*stream_lease_));
+    } else {
+      // Without the stream, the flush reads the scratch copy from the start: it must be whole
+      // (a copy back that failed earlier is retried here, and its failure fails the flush).
+      RETURN_IF_ERROR(Unpunch());
     }
     StopStream(true);
     if (stage_ == Stage::kMemory) {
@@ -649,8 +737,14 @@ Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
   }
   auto content = BuildContent(mem, fd, size, std::move(prefix), prefix_end);
   if (fd >= 0) ::close(fd);
-  if (!content.ok()) return content.status();
   std::lock_guard lock(mu_);
+  if (!content.ok()) {
+    // The stream is gone, so the next flush reads the scratch copy from the start; copy the
+    // punched prefix back while this flush's lease still pins its chunks. If that fails too,
+    // that flush retries it first.
+    (void)Unpunch();
+    return content.status();
+  }
   if (gen_ != gen) return false;  // written meanwhile: the next flush will pick it up
   view_ = MakeView(std::move(*content));
   dirty_ = false;

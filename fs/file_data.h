@@ -13,6 +13,13 @@
 // durable sooner after the writer finishes. A write below the streamed prefix drops the stream; the
 // flush then chunks the whole file as before. The stream cuts only where a whole FastCDC window is
 // present, so it yields exactly the chunks a flush of the finished file would.
+//
+// Once stored, the streamed prefix is punched out of the scratch file: a file being written then
+// needs scratch space for its unstored tail only, not a second copy of itself, and the page cache
+// behind the scratch copy is recycled as the writer goes (a page the kernel allocates afresh
+// costs several times a reused one on these VMs). Reads of the punched range come from the
+// stored chunks. Anything that would need the whole scratch copy again (a write below the
+// stream, a write after the flush, a failed flush) first copies the punched range back in.
 #pragma once
 
 #include <atomic>
@@ -43,8 +50,10 @@ struct DataContext {
   std::atomic<uint64_t> next_scratch_id{1};
   std::atomic<uint64_t> bytes_read_store{0};  // bytes served from stored chunks
   std::atomic<uint64_t> bytes_written{0};
-  std::atomic<uint64_t> copy_ups{0};        // stored files copied out to be modified
-  std::atomic<uint64_t> bytes_streamed{0};  // stored while their file was still being written
+  std::atomic<uint64_t> copy_ups{0};         // stored files copied out to be modified
+  std::atomic<uint64_t> bytes_streamed{0};   // stored while their file was still being written
+  std::atomic<uint64_t> bytes_unpunched{0};  // punched scratch bytes copied back from the store
+  std::atomic<bool> no_punch{false};         // the scratch filesystem cannot punch holes
   // Tests only: runs inside a stream step after it read and stored its window, before it checks
   // whether the file changed under it (a write then lands exactly in that race).
   std::function<void()> after_stream_read;
@@ -121,6 +130,14 @@ class FileData {
   // Drops the streamed prefix (mu_ held). `restart`: a new stream may begin (the file was
   // emptied); otherwise none does until the next flush (the writer is not front to back).
   void StopStream(bool restart);
+  // Copies the punched prefix back into the scratch file (mu_ held): the scratch copy is whole
+  // again. Done while the prefix's chunks are still pinned (before the stream's lease goes).
+  Status Unpunch();
+  // Unpunch, unless a write at `off` leaves the punched prefix and the live stream alone.
+  Status UnpunchFor(uint64_t off);
+  // Punches the stored stream prefix [punched_, end) out of the scratch file (mu_ held);
+  // `chunks` is the stream's settled chunk list, covering [0, end).
+  void PunchPrefix(const std::vector<ChunkRef>& chunks, uint64_t end);
   bool TakeStreamTurnLocked();  // with mu_ held
   void AccountMemory(int64_t delta);
 
@@ -146,6 +163,10 @@ class FileData {
   uint64_t stream_low_ = UINT64_MAX;  // lowest offset modified while a step reads
   bool stream_off_ = false;
   bool stream_queued_ = false;
+  // Bytes [0, punched_) of the scratch file are holes; their content is punched_view_'s chunks
+  // (mu_ held; the view grows in place, so it is read under mu_ only).
+  uint64_t punched_ = 0;
+  std::shared_ptr<ContentView> punched_view_;
   // Sequential-read detection for prefetching the next stored chunks.
   std::atomic<uint64_t> next_read_{0};
   std::atomic<uint64_t> prefetched_upto_{0};  // chunk index prefetched so far (exclusive)

@@ -109,6 +109,7 @@ struct Daemon {
             {"bytes_written", d.bytes_written.load()},
             {"bytes_stored_new", store->objects().counters().new_stored_bytes.load()},
             {"bytes_stored_while_written", d.bytes_streamed.load()},
+            {"scratch_bytes_copied_back", d.bytes_unpunched.load()},
             {"bytes_read_from_store", d.bytes_read_store.load()},
             {"files_read_from_store", c.files_read_from_base.load()},
             {"files_created", c.files_created.load()},

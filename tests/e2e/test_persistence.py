@@ -433,6 +433,11 @@ def test_big_file_stored_while_written_then_patched_persists(mount_factory):
     finally:
         os.close(fd)
     assert streamed > 0, "nothing of a 40 MiB sequential write was stored while it was written"
+    # The stored prefix had been punched out of the scratch file; the patch below it copied
+    # that prefix back first (else the flush, chunking from the start, would store zeros).
+    st = json.loads(run_stashfs(None, "status", str(m.path), "--json").stdout)
+    assert st["scratch_bytes_copied_back"] >= streamed, st
+    assert_bytes_equal(read_file(p), bytes(data), "patched streamed file before remount")
     q = m.path / "plain.bin"
     plain = det_bytes("plain", 24 * MiB + 12345)
     write_file(q, plain)

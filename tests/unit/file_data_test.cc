@@ -3,7 +3,9 @@
 // behind the stream must still give the right bytes.
 #include "fs/file_data.h"
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <thread>
@@ -54,8 +56,76 @@ class FileDataTest : public StoreTest {
     return out;
   }
 
+  // Bytes the (single) scratch file has allocated on disk.
+  uint64_t ScratchAllocated() {
+    DIR* d = opendir(ctx_.scratch_dir.c_str());
+    EXPECT_NE(d, nullptr);
+    uint64_t total = 0;
+    while (dirent* e = d ? readdir(d) : nullptr) {
+      struct stat st;
+      std::string p = ctx_.scratch_dir + "/" + e->d_name;
+      if (e->d_name[0] != '.' && stat(p.c_str(), &st) == 0) total += uint64_t(st.st_blocks) * 512;
+    }
+    if (d) closedir(d);
+    return total;
+  }
+  // Reads the whole file through FileData in reads of `piece` bytes (not aligned to chunks).
+  std::vector<uint8_t> ReadAll(FileData& f, size_t piece) {
+    std::vector<uint8_t> out(f.size());
+    for (size_t off = 0; off < out.size(); off += piece) {
+      size_t n = std::min(piece, out.size() - off);
+      auto got = f.Read(off, n, reinterpret_cast<char*>(out.data()) + off);
+      EXPECT_TRUE(got.ok()) << got.status().message();
+      EXPECT_EQ(got.ok() ? *got : 0, n);
+    }
+    return out;
+  }
+
   DataContext ctx_;
 };
+
+TEST_F(FileDataTest, TheStoredStreamIsPunchedOutOfTheScratchFileAndReadsFromTheStore) {
+  auto data = RandomBytes(4 << 20, 20);
+  FileData f(&ctx_, {});
+  WriteStreaming(f, data, 64 * 1024);
+  const uint64_t streamed = f.streamed_bytes();
+  ASSERT_GE(streamed, 2u << 20);
+  if (ctx_.no_punch) GTEST_SKIP() << "the scratch filesystem cannot punch holes";
+  // Only the unstored tail still takes scratch space (the file is not kept twice).
+  EXPECT_EQ(f.scratch_bytes(), data.size() - streamed);
+  EXPECT_LE(ScratchAllocated(), data.size() - streamed + 64 * 1024);
+  // Reads across the punched boundary: the stored prefix, then the scratch tail.
+  EXPECT_EQ(ReadAll(f, 100 * 1000), data);
+
+  // Flushed, the scratch copy stays (with its hole) and still reads right.
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+  EXPECT_TRUE(f.has_clean_scratch());
+  EXPECT_EQ(ReadAll(f, 77 * 1000), data);
+
+  // A write into the punched range after the flush copies the prefix back first.
+  EXPECT_EQ(ctx_.bytes_unpunched.load(), 0u);
+  data[12345] ^= 0xff;
+  ASSERT_OK(f.Write(12345, reinterpret_cast<const char*>(&data[12345]), 1));
+  EXPECT_EQ(ctx_.bytes_unpunched.load(), streamed);
+  EXPECT_EQ(ReadAll(f, 1 << 20), data);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+}
+
+TEST_F(FileDataTest, ExtendingAFlushedPunchedFileKeepsItsPrefix) {
+  auto data = RandomBytes(3 << 20, 21);
+  FileData f(&ctx_, {});
+  WriteStreaming(f, data, 64 * 1024);
+  ASSERT_GT(f.streamed_bytes(), 0u);
+  FlushedContent(f);
+  // fallocate/ftruncate beyond the end: no write into the prefix, but the next flush chunks the
+  // scratch copy from the start, so it must be whole again.
+  ASSERT_OK(f.Extend(data.size() + 5000));
+  data.resize(data.size() + 5000, 0);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+  ASSERT_OK(f.Truncate(data.size() - 100000));
+  data.resize(data.size() - 100000);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+}
 
 TEST_F(FileDataTest, StreamedFileStoresTheSameChunksAsAWholeFlush) {
   auto data = RandomBytes(3 << 20, 1);
@@ -139,6 +209,27 @@ TEST_F(FileDataTest, WriteIntoTheWindowAStepIsReadingEndsTheStream) {
   ctx_.after_stream_read = nullptr;
   ASSERT_TRUE(fired);
   EXPECT_EQ(f.streamed_bytes(), 0u);
+  EXPECT_EQ(ReadStored(FlushedContent(f)), data);
+}
+
+TEST_F(FileDataTest, AStepThatLosesItsWindowAfterEarlierStepsLeavesAWholeScratchCopy) {
+  auto data = RandomBytes(3 << 20, 22);
+  FileData f(&ctx_, {});
+  // A later step (earlier ones stored and punched their prefix) has its window changed under
+  // it: the stream ends, and the flush, which now chunks from the start, must see every byte.
+  bool fired = false;
+  ctx_.after_stream_read = [&] {
+    uint64_t start = f.streamed_bytes();
+    if (fired || start == 0) return;
+    fired = true;
+    data[start + 1000] ^= 0x5a;
+    ASSERT_OK(f.Write(start + 1000, reinterpret_cast<const char*>(&data[start + 1000]), 1));
+  };
+  WriteStreaming(f, data, 64 * 1024);
+  ctx_.after_stream_read = nullptr;
+  ASSERT_TRUE(fired);
+  EXPECT_EQ(f.streamed_bytes(), 0u);
+  EXPECT_EQ(ReadAll(f, 300 * 1000), data);
   EXPECT_EQ(ReadStored(FlushedContent(f)), data);
 }
 
