@@ -104,6 +104,14 @@ class ContentBuilder {
     RETURN_IF_ERROR(Settle(0));
     return &content_.chunks;
   }
+  // Starts the content with chunks already stored (a punched prefix the stream resumes after).
+  void Seed(const std::vector<ChunkRef>& chunks, uint64_t size) {
+    content_.chunks = chunks;
+    added_ = settled_ = size;
+  }
+  // The chunks settled so far (all but the last few puts in flight) and the bytes they cover.
+  const std::vector<ChunkRef>& settled_chunks() const { return content_.chunks; }
+  uint64_t settled_bytes() const { return settled_; }
   // Waits for the puts in flight, also after an error (they use the data they own).
   Status Drain() {
     Status first;
@@ -126,6 +134,7 @@ class ContentBuilder {
     while (pending_.size() > keep) {
       Pending p = std::move(pending_.front());
       pending_.pop_front();
+      settled_ += p.size;
       if (p.hole) {
         if (!content_.chunks.empty() && content_.chunks.back().is_hole()) {
           content_.chunks.back().size += p.size;
@@ -144,6 +153,7 @@ class ContentBuilder {
   FileContent content_;
   std::deque<Pending> pending_;
   uint64_t added_ = 0;
+  uint64_t settled_ = 0;
 };
 
 namespace {
@@ -154,10 +164,13 @@ namespace {
 // flush: `end` is where the data segment ends). Stops after `budget` bytes or once `*stop` is
 // set. Reads go through a buffer of two windows, refilled when less than a window is left: the
 // tail moved to its front on a refill is smaller than what the refill brings in (a one-window
-// buffer moved ~1.5 MiB for every chunk cut).
+// buffer moved ~1.5 MiB for every chunk cut). `on_step`, if set, runs each time another `step`
+// bytes have been cut (a flush punches what it has stored), with the one buffer kept: taking a
+// fresh one per step cost a page fault and a zeroed page per 4 KiB of it.
 Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, bool parallel,
                     uint64_t budget, const std::atomic<int>* stop, const ChunkerParams& params,
-                    ContentBuilder* b, BufferPool* pool) {
+                    ContentBuilder* b, BufferPool* pool, uint64_t step = 0,
+                    const std::function<void()>& on_step = nullptr) {
   const size_t window = params.max_size;
   const uint64_t start = *pos;
   // No chunk starts at or past start + budget, and none is longer than a window (`budget` is
@@ -167,6 +180,7 @@ Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, boo
       static_cast<size_t>(std::min<uint64_t>(2 * window, std::max<uint64_t>(read_end - start, 1)));
   std::vector<uint8_t> buf = pool->TakeSized(buf_size);
   size_t head = 0, tail = 0;  // buf[head, tail) holds the file's bytes from *pos on
+  uint64_t next_step = step;
   Status st;
   while (*pos < end && (!whole_windows || *pos + window <= end) && *pos - start < budget) {
     const uint64_t have_to = *pos + (tail - head);
@@ -184,6 +198,10 @@ Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, boo
     if (!st.ok()) break;
     head += len;
     *pos += len;
+    if (on_step && *pos - start >= next_step) {
+      on_step();
+      next_step += step;
+    }
     if (stop && stop->load()) break;
   }
   pool->Give(std::move(buf));
@@ -430,6 +448,7 @@ Status FileData::Write(uint64_t off, const char* data, size_t n, bool* stream_tu
   std::lock_guard lock(mu_);
   RETURN_IF_ERROR(EnsureStaged(off + n));
   RETURN_IF_ERROR(UnpunchFor(off));
+  NoteChange(off);
   if (off < stream_end_) StopStream(false);
   stream_low_ = std::min(stream_low_, off);
   if (stage_ == Stage::kMemory) {
@@ -464,6 +483,7 @@ Status FileData::Truncate(uint64_t new_size) {
   }
   RETURN_IF_ERROR(EnsureStaged(new_size));
   RETURN_IF_ERROR(UnpunchFor(std::min(new_size, size_)));
+  NoteChange(std::min(new_size, size_));
   if (new_size < stream_end_) StopStream(false);
   stream_low_ = std::min(stream_low_, std::min(new_size, size_));
   if (stage_ == Stage::kMemory) {
@@ -485,6 +505,7 @@ Status FileData::Extend(uint64_t end) {
   if (end <= size_) return Status::Ok();
   RETURN_IF_ERROR(EnsureStaged(end));
   RETURN_IF_ERROR(UnpunchFor(size_));
+  NoteChange(size_);
   stream_low_ = std::min(stream_low_, size_);
   if (stage_ == Stage::kMemory) {
     size_t before = mem_.capacity();
@@ -510,7 +531,7 @@ void FileData::SetContent(const FileContent& content) {
 
 Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint64_t size,
                                            std::shared_ptr<ContentBuilder> prefix,
-                                           uint64_t prefix_end) {
+                                           uint64_t prefix_end, uint64_t gen) {
   if (!prefix && size <= kInlineMax) {
     FileContent c;
     c.size = size;
@@ -548,8 +569,11 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
       off_t hole = ::lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
       uint64_t seg_end = hole < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(hole), size);
       if (seg_end <= pos) seg_end = size;
+      // Punching what is stored out of the scratch file as it goes, as the stream does: a big
+      // file's flush then never holds the file twice on disk.
       st = ChunkScratch(fd, &pos, seg_end, /*whole_windows=*/false, /*parallel=*/true, UINT64_MAX,
-                        nullptr, ctx_->chunker, b.get(), &ctx_->objects->buffers());
+                        nullptr, ctx_->chunker, b.get(), &ctx_->objects->buffers(),
+                        ctx_->flush_punch_step, [&] { PunchFlushed(*b, gen); });
     }
   }
   if (!st.ok()) {
@@ -559,10 +583,34 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
   return b->Finish(size);
 }
 
+void FileData::NoteChange(uint64_t off) {
+  if (!dirty_) {
+    cycle_base_ = size_;
+    cycle_low_ = off;
+  } else {
+    cycle_low_ = std::min(cycle_low_, off);
+  }
+}
+
+bool FileData::GrowsOnly() const {
+  return dirty_ && cycle_low_ >= cycle_base_;
+}
+
 Status FileData::UnpunchFor(uint64_t off) {
   // A live stream still covers the punched range, and the next flush starts from its end; a
   // write from the stream's end on changes nothing below it.
   if (punched_ == 0 || (stream_ && off >= stream_end_)) return Status::Ok();
+  if (!stream_ && !dirty_ && off >= punched_) {
+    // An append to a flushed file: a stream resumes after the punched prefix, whose chunks
+    // the flushed content (in the tree) holds, instead of copying it all back and chunking
+    // the file again from the start.
+    stream_ = std::make_shared<ContentBuilder>(ctx_);
+    stream_->Seed(punched_view_->content.chunks, punched_);
+    stream_lease_.emplace(ctx_->objects->BeginLease());
+    stream_end_ = punched_;
+    stream_off_ = false;
+    return Status::Ok();
+  }
   return Unpunch();
 }
 
@@ -669,8 +717,18 @@ Status FileData::StreamStep(uint64_t budget) {
   }
   ctx_->bytes_streamed += pos - start;
   stream_end_ = pos;
-  PunchPrefix(*chunks, pos);
+  if (GrowsOnly()) PunchPrefix(*chunks, pos);
   return Status::Ok();
+}
+
+void FileData::PunchFlushed(const ContentBuilder& b, uint64_t gen) {
+  {
+    std::lock_guard lock(mu_);
+    // Written since the flush began: these chunks may hold older bytes than the scratch copy.
+    if (gen_ != gen || stage_ != Stage::kScratch || !GrowsOnly()) return;
+    PunchPrefix(b.settled_chunks(), b.settled_bytes());
+  }
+  if (ctx_->after_flush_punch) ctx_->after_flush_punch();
 }
 
 void FileData::PunchPrefix(const std::vector<ChunkRef>& chunks, uint64_t end) {
@@ -735,7 +793,7 @@ Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
       if (fd < 0) return Status::IOError("dup of scratch file", errno);
     }
   }
-  auto content = BuildContent(mem, fd, size, std::move(prefix), prefix_end);
+  auto content = BuildContent(mem, fd, size, std::move(prefix), prefix_end, gen);
   if (fd >= 0) ::close(fd);
   std::lock_guard lock(mu_);
   if (!content.ok()) {

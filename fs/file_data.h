@@ -41,10 +41,11 @@ namespace stashfs::fs {
 // Shared by every file of a volume.
 struct DataContext {
   ObjectStore* objects = nullptr;
-  std::string scratch_dir;              // created on first use
-  size_t mem_file_max = 1 << 20;        // files up to this size are staged in memory
-  int64_t mem_total_max = 256 << 20;    // memory staging budget for the whole volume
-  uint64_t keep_scratch_min = 1 << 20;  // flushed files this large keep their scratch copy
+  std::string scratch_dir;               // created on first use
+  size_t mem_file_max = 1 << 20;         // files up to this size are staged in memory
+  int64_t mem_total_max = 256 << 20;     // memory staging budget for the whole volume
+  uint64_t keep_scratch_min = 1 << 20;   // flushed files this large keep their scratch copy
+  uint64_t flush_punch_step = 16 << 20;  // a flush punches what it stored after this many bytes
   ChunkerParams chunker;
   std::atomic<int64_t> mem_used{0};
   std::atomic<uint64_t> next_scratch_id{1};
@@ -57,6 +58,9 @@ struct DataContext {
   // Tests only: runs inside a stream step after it read and stored its window, before it checks
   // whether the file changed under it (a write then lands exactly in that race).
   std::function<void()> after_stream_read;
+  // Tests only: runs in a flush right after it punched what it had stored (a write then lands
+  // while the flush still runs, behind its punched range).
+  std::function<void()> after_flush_punch;
 };
 
 // A file's stored content resolved for reading: the chunk list (loaded from a LIST object if
@@ -125,8 +129,10 @@ class FileData {
   Status ReadStored(const std::shared_ptr<const ContentView>& view, uint64_t off, size_t n,
                     char* out);
   Result<std::shared_ptr<const ContentView>> Resolve(std::shared_ptr<const ContentView> view);
+  // `gen`: the file's generation when the flush took its snapshot (punching stops once it moves).
   Result<FileContent> BuildContent(const std::string& mem, int fd, uint64_t size,
-                                   std::shared_ptr<ContentBuilder> prefix, uint64_t prefix_end);
+                                   std::shared_ptr<ContentBuilder> prefix, uint64_t prefix_end,
+                                   uint64_t gen);
   // Drops the streamed prefix (mu_ held). `restart`: a new stream may begin (the file was
   // emptied); otherwise none does until the next flush (the writer is not front to back).
   void StopStream(bool restart);
@@ -138,6 +144,16 @@ class FileData {
   // Punches the stored stream prefix [punched_, end) out of the scratch file (mu_ held);
   // `chunks` is the stream's settled chunk list, covering [0, end).
   void PunchPrefix(const std::vector<ChunkRef>& chunks, uint64_t end);
+  // A flush's PunchPrefix with what its builder has settled, unless the file changed since the
+  // flush began (takes mu_; the caller holds flush_mu_, which makes the builder its own).
+  void PunchFlushed(const ContentBuilder& b, uint64_t gen);
+  // Records a modification at `off` (mu_ held, before dirty_ is set by it).
+  void NoteChange(uint64_t off);
+  // Whether this round of changes (since the file was last clean) only added bytes past the
+  // old end: a new file, or an append. Only such a file is punched as it is stored; one that is
+  // rewritten in place (a database, say) keeps a whole scratch copy between flushes, so the next
+  // write does not have to copy it back out of the store.
+  bool GrowsOnly() const;
   bool TakeStreamTurnLocked();  // with mu_ held
   void AccountMemory(int64_t delta);
 
@@ -166,6 +182,8 @@ class FileData {
   // Bytes [0, punched_) of the scratch file are holes; their content is punched_view_'s chunks
   // (mu_ held; the view grows in place, so it is read under mu_ only).
   uint64_t punched_ = 0;
+  uint64_t cycle_base_ = 0;  // the size when the file was last clean (NoteChange)
+  uint64_t cycle_low_ = 0;   // the lowest offset changed since
   std::shared_ptr<ContentView> punched_view_;
   // Sequential-read detection for prefetching the next stored chunks.
   std::atomic<uint64_t> next_read_{0};
