@@ -419,14 +419,22 @@ def test_big_file_stored_while_written_then_patched_persists(mount_factory):
     try:
         for off in range(0, len(data), MiB):
             os.pwrite(fd, data[off:off + MiB], off)
-        # The stream runs on the daemon's flusher threads: give it a moment while the file is
-        # still open, so the counter is seen before any flush at close.
+        # The stream runs at nice 10 with CPU the writer leaves idle, and a file idle for a
+        # second is flushed whole instead: with other suites busy on both cores, keep the
+        # writer going (appending, which leaves the stream alone) until a step has stored
+        # something, so the counter is seen before any flush.
         deadline = time.monotonic() + 20
+        extra = 0
         while time.monotonic() < deadline:
             st = json.loads(run_stashfs(None, "status", str(m.path), "--json").stdout)
             streamed = st["bytes_stored_while_written"]
             if streamed > 0:
                 break
+            if extra < 160:
+                more = det_bytes(f"more-{extra}", MiB)
+                os.pwrite(fd, more, len(data))
+                data += more
+                extra += 1
             time.sleep(0.1)
         os.pwrite(fd, b"HEADER", 0)
         data[0:6] = b"HEADER"
