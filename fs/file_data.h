@@ -4,8 +4,8 @@
 // copy: in memory for small files, in a scratch file on local disk for large ones. Writes land in
 // the staged copy at disk speed; a flusher thread later cuts it into chunks, stores them and
 // installs the new content, so a tool writing a file never waits for hashing or compression.
-// Large files keep a clean scratch copy after the flush, so the next write does not have to copy
-// the file back out of the store and reads come straight from local disk.
+// Large files keep their scratch copy after the flush, so the next write does not have to copy
+// the file back out of the store (see below for what of it stays on disk).
 //
 // A large file written front to back is also ingested while it is written (StreamStep, on a
 // low-priority thread, so only with CPU the writer leaves idle): the chunks of its settled
@@ -14,12 +14,15 @@
 // flush then chunks the whole file as before. The stream cuts only where a whole FastCDC window is
 // present, so it yields exactly the chunks a flush of the finished file would.
 //
-// Once stored, the streamed prefix is punched out of the scratch file: a file being written then
-// needs scratch space for its unstored tail only, not a second copy of itself, and the page cache
-// behind the scratch copy is recycled as the writer goes (a page the kernel allocates afresh
-// costs several times a reused one on these VMs). Reads of the punched range come from the
-// stored chunks. Anything that would need the whole scratch copy again (a write below the
-// stream, a write after the flush, a failed flush) first copies the punched range back in.
+// What the stream or a flush has stored of a file that only grew this round (a new file, an
+// append) is punched out of the scratch file: writing a big file needs scratch space for its
+// unstored part only, not a second copy of itself, and the page cache behind the scratch copy is
+// recycled as the writer goes (a page the kernel allocates afresh costs several times a reused
+// one on these VMs). Reads of the punched range come from the stored chunks; an append after the
+// flush resumes a stream after them. Anything that needs the whole scratch copy again (a write
+// below the stream or into the punched range, a failed flush) first copies the punched range
+// back in. A file rewritten in place (a database) is not punched, so its rounds of writes and
+// flushes never copy it back.
 #pragma once
 
 #include <atomic>
