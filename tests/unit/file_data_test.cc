@@ -56,6 +56,17 @@ class FileDataTest : public StoreTest {
     return out;
   }
 
+  // `a` holds `data` in the same chunks as one flush of the whole file, written without a stream.
+  void ExpectSameAsOneWholeFlush(const FileContent& a, const std::vector<uint8_t>& data) {
+    FileData whole(&ctx_, {});
+    WriteStreaming(whole, data, 64 * 1024, /*stream=*/false);
+    EXPECT_EQ(whole.streamed_bytes(), 0u);
+    FileContent b = FlushedContent(whole);
+    EXPECT_EQ(a.size, data.size());
+    ASSERT_TRUE(a.list && b.list);  // hundreds of chunks: both have a LIST object
+    EXPECT_EQ(*a.list, *b.list);
+    EXPECT_EQ(ReadStored(a), data);
+  }
   // Bytes the (single) scratch file has allocated on disk.
   uint64_t ScratchAllocated() {
     DIR* d = opendir(ctx_.scratch_dir.c_str());
@@ -198,13 +209,7 @@ TEST_F(FileDataTest, AnAppendAfterAFlushResumesAfterThePunchedPrefix) {
   EXPECT_EQ(ctx_.bytes_unpunched.load(), 0u);
   EXPECT_GT(f.streamed_bytes(), first.size());
   EXPECT_EQ(ReadAll(f, 250 * 1000), data);
-  FileContent a = FlushedContent(f);
-  FileData whole(&ctx_, {});
-  WriteStreaming(whole, data, 64 * 1024, /*stream=*/false);
-  FileContent b = FlushedContent(whole);
-  ASSERT_TRUE(a.list && b.list);
-  EXPECT_EQ(*a.list, *b.list);
-  EXPECT_EQ(ReadStored(a), data);
+  ExpectSameAsOneWholeFlush(FlushedContent(f), data);
 }
 
 TEST_F(FileDataTest, ExtendingAFlushedPunchedFileKeepsItsPrefix) {
@@ -229,17 +234,7 @@ TEST_F(FileDataTest, StreamedFileStoresTheSameChunksAsAWholeFlush) {
   WriteStreaming(streamed, data, 64 * 1024);
   // Most of the file was stored while it was written.
   EXPECT_GE(streamed.streamed_bytes(), data.size() / 2);
-  FileContent a = FlushedContent(streamed);
-
-  FileData whole(&ctx_, {});
-  WriteStreaming(whole, data, 64 * 1024, /*stream=*/false);
-  EXPECT_EQ(whole.streamed_bytes(), 0u);
-  FileContent b = FlushedContent(whole);
-
-  EXPECT_EQ(a.size, data.size());
-  ASSERT_TRUE(a.list && b.list);  // hundreds of chunks: both have a LIST object
-  EXPECT_EQ(*a.list, *b.list);
-  EXPECT_EQ(ReadStored(a), data);
+  ExpectSameAsOneWholeFlush(FlushedContent(streamed), data);
 }
 
 TEST_F(FileDataTest, WriteBehindTheStreamDropsItAndStoresTheNewBytes) {
