@@ -710,9 +710,14 @@ Status FileData::StreamStep(uint64_t budget) {
   if (stream_ != b) return st;  // stopped meanwhile
   if (!st.ok() || stream_low_ < pos) {
     // A failed put, or bytes changed under the read: the flush will chunk the file itself, from
-    // a whole scratch copy (copied back while the stream's lease still pins the chunks).
+    // a whole scratch copy (copied back while the stream's lease still pins the chunks). Bytes
+    // changed under the read are, early in a file, mostly the kernel's writeback sending a range
+    // again or out of order, not a writer going back: a new stream may start from the beginning,
+    // a few times a round (a step then stored nothing before the file's first flush, under load).
     Status un = Unpunch();
-    StopStream(false);
+    bool again = st.ok() && un.ok() && stream_restarts_ < kStreamRestarts;
+    if (again) ++stream_restarts_;
+    StopStream(again);
     return st.ok() ? un : st;
   }
   ctx_->bytes_streamed += pos - start;
@@ -784,6 +789,7 @@ Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
       RETURN_IF_ERROR(Unpunch());
     }
     StopStream(true);
+    stream_restarts_ = 0;
     if (stage_ == Stage::kMemory) {
       mem = mem_;
     } else {

@@ -181,6 +181,8 @@ class FileData {
   uint64_t stream_end_ = 0;
   uint64_t stream_low_ = UINT64_MAX;  // lowest offset modified while a step reads
   bool stream_off_ = false;
+  int stream_restarts_ = 0;  // streams restarted after losing their window, since the last flush
+  static constexpr int kStreamRestarts = 3;
   bool stream_queued_ = false;
   // Bytes [0, punched_) of the scratch file are holes; their content is punched_view_'s chunks
   // (mu_ held; the view grows in place, so it is read under mu_ only).

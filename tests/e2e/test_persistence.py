@@ -440,7 +440,8 @@ def test_big_file_stored_while_written_then_patched_persists(mount_factory):
         data[0:6] = b"HEADER"
     finally:
         os.close(fd)
-    assert streamed > 0, "nothing of a 40 MiB sequential write was stored while it was written"
+    assert streamed > 0, ("nothing of a 40 MiB sequential write was stored while it was written: "
+                          f"{st}")
     # The stored prefix had been punched out of the scratch file; the patch below it copied
     # that prefix back first (else the flush, chunking from the start, would store zeros).
     st = json.loads(run_stashfs(None, "status", str(m.path), "--json").stdout)
