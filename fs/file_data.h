@@ -11,8 +11,11 @@
 // low-priority thread, so only with CPU the writer leaves idle): the chunks of its settled
 // prefix are stored as they arrive, so the flush after close has less left and a big write is
 // durable sooner after the writer finishes. A write below the streamed prefix drops the stream; the
-// flush then chunks the whole file as before. The stream cuts only where a whole FastCDC window is
-// present, so it yields exactly the chunks a flush of the finished file would.
+// flush then chunks the whole file as before. A write into the window a step is reading drops
+// the step and lets a new stream start from the beginning, up to three times a round: early in
+// a file that is the kernel's writeback sending a range again, not a writer going back. The
+// stream cuts only where a whole FastCDC window is present, so it yields exactly the chunks a
+// flush of the finished file would.
 //
 // What the stream or a flush has stored of a file that only grew this round (a new file, an
 // append) is punched out of the scratch file: writing a big file needs scratch space for its
