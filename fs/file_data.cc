@@ -98,12 +98,9 @@ class ContentBuilder {
     }
     return std::move(content_);
   }
-  // Settles every put (a stream step's puts ran on the caller's thread, so nothing waits): the
-  // chunks of all bytes added so far, for punching them out of the scratch file.
-  Result<const std::vector<ChunkRef>*> SettleAll() {
-    RETURN_IF_ERROR(Settle(0));
-    return &content_.chunks;
-  }
+  // Settles every put (a stream step's puts ran on the caller's thread, so nothing waits):
+  // settled_chunks() then covers every byte added, for punching them out of the scratch file.
+  Status SettleAll() { return Settle(0); }
   // Starts the content with chunks already stored (a punched prefix the stream resumes after).
   void Seed(const std::vector<ChunkRef>& chunks, uint64_t size) {
     content_.chunks = chunks;
@@ -396,6 +393,20 @@ Status FileData::SpillToScratch() {
   return st;
 }
 
+Status FileData::CopyStoredToScratch(const std::shared_ptr<const ContentView>& view, uint64_t end) {
+  // Window by window, skipping zeros so sparse files stay sparse (and punched ranges, which
+  // already read as zeros, are not written twice).
+  std::vector<char> buf(ctx_->chunker.max_size);
+  for (uint64_t off = 0; off < end;) {
+    size_t k = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - off));
+    RETURN_IF_ERROR(ReadStored(view, off, k, buf.data()));
+    if (!AllZero(std::span(reinterpret_cast<const uint8_t*>(buf.data()), k)))
+      RETURN_IF_ERROR(PwriteAll(fd_, off, buf.data(), k));
+    off += k;
+  }
+  return Status::Ok();
+}
+
 Status FileData::EnsureStaged(uint64_t new_end) {
   uint64_t final_size = std::max(size_, new_end);
   if (stage_ == Stage::kNone) {
@@ -421,19 +432,11 @@ Status FileData::EnsureStaged(uint64_t new_end) {
         return Status::IOError("sizing scratch file", err);
       }
       if (size_) {
-        // Copy the stored file out, chunk by chunk, skipping holes so sparse files stay sparse.
         ctx_->copy_ups++;
-        std::vector<char> buf(ctx_->chunker.max_size);
-        for (uint64_t off = 0; off < size_;) {
-          size_t k = static_cast<size_t>(std::min<uint64_t>(buf.size(), size_ - off));
-          Status st = ReadStored(view_, off, k, buf.data());
-          if (st.ok() && !AllZero(std::span(reinterpret_cast<const uint8_t*>(buf.data()), k)))
-            st = PwriteAll(fd_, off, buf.data(), k);
-          if (!st.ok()) {
-            DropStaging();
-            return st;
-          }
-          off += k;
+        Status st = CopyStoredToScratch(view_, size_);
+        if (!st.ok()) {
+          DropStaging();
+          return st;
         }
       }
     }
@@ -616,15 +619,7 @@ Status FileData::UnpunchFor(uint64_t off) {
 
 Status FileData::Unpunch() {
   if (punched_ == 0) return Status::Ok();
-  const ContentView& v = *punched_view_;
-  for (size_t i = 0; i < v.content.chunks.size(); ++i) {
-    const ChunkRef& ch = v.content.chunks[i];
-    if (ch.is_hole()) continue;  // the punched scratch already reads as zeros there
-    ASSIGN_OR_RETURN(auto data, ctx_->objects->Get(ObjectKind::kChunk, ch.hash));
-    if (data.bytes.size() != ch.size) return Status::Corruption("chunk has the wrong size");
-    RETURN_IF_ERROR(PwriteAll(fd_, v.ends[i] - ch.size,
-                              reinterpret_cast<const char*>(data.bytes.data()), ch.size));
-  }
+  RETURN_IF_ERROR(CopyStoredToScratch(punched_view_, punched_));
   ctx_->bytes_unpunched += punched_;
   punched_ = 0;
   punched_view_.reset();
@@ -696,16 +691,9 @@ Status FileData::StreamStep(uint64_t budget) {
                            &flush_waiting_, ctx_->chunker, b.get(), &ctx_->objects->buffers());
   ::close(fd);
   if (ctx_->after_stream_read) ctx_->after_stream_read();
-  // The builder is ours while flush_mu_ is held: settle it here, outside mu_.
-  const std::vector<ChunkRef>* chunks = nullptr;
-  if (st.ok()) {
-    auto settled = b->SettleAll();
-    if (settled.ok()) {
-      chunks = *settled;
-    } else {
-      st = settled.status();
-    }
-  }
+  // The builder is ours while flush_mu_ is held: settle it here, outside mu_, so every chunk
+  // of [0, pos) is known before the range is punched.
+  if (st.ok()) st = b->SettleAll();
   std::lock_guard lock(mu_);
   if (stream_ != b) return st;  // stopped meanwhile
   if (!st.ok() || stream_low_ < pos) {
@@ -722,7 +710,7 @@ Status FileData::StreamStep(uint64_t budget) {
   }
   ctx_->bytes_streamed += pos - start;
   stream_end_ = pos;
-  if (GrowsOnly()) PunchPrefix(*chunks, pos);
+  if (GrowsOnly()) PunchPrefix(b->settled_chunks(), pos);
   return Status::Ok();
 }
 

@@ -130,8 +130,10 @@ class FileData {
 
   Status EnsureStaged(uint64_t new_end);  // mu_ held
   Status SpillToScratch();                // mu_ held
-  Status CreateScratch();                 // mu_ held
-  void DropStaging();                     // mu_ held
+  // Writes the stored bytes [0, end) of `view` into the scratch file (mu_ held).
+  Status CopyStoredToScratch(const std::shared_ptr<const ContentView>& view, uint64_t end);
+  Status CreateScratch();  // mu_ held
+  void DropStaging();      // mu_ held
   Status ReadStored(const std::shared_ptr<const ContentView>& view, uint64_t off, size_t n,
                     char* out);
   Result<std::shared_ptr<const ContentView>> Resolve(std::shared_ptr<const ContentView> view);

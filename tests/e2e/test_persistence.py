@@ -419,10 +419,11 @@ def test_big_file_stored_while_written_then_patched_persists(mount_factory):
     try:
         for off in range(0, len(data), MiB):
             os.pwrite(fd, data[off:off + MiB], off)
-        # The stream runs at nice 10 with CPU the writer leaves idle, and a file idle for a
-        # second is flushed whole instead: with other suites busy on both cores, keep the
-        # writer going (appending, which leaves the stream alone) until a step has stored
-        # something, so the counter is seen before any flush.
+        # The stream runs at nice 10 with CPU the writer leaves idle, its first steps can lose
+        # their window to the kernel's writeback (the stream then starts again), and a file idle
+        # for a second is flushed whole instead: keep the writer going (appending, which leaves
+        # the stream alone) until a step has stored something, so the counter is seen before
+        # any flush.
         deadline = time.monotonic() + 20
         extra = 0
         while time.monotonic() < deadline:
