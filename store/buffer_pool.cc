@@ -29,6 +29,13 @@ std::vector<uint8_t> BufferPool::TakeSized(size_t size, size_t capacity) {
   return buf;
 }
 
+std::vector<uint8_t> BufferPool::TakeFull(size_t size) {
+  std::vector<uint8_t> buf = TakeRaw(size);
+  // Only a fresh buffer grows here (zero-filled once, its pages faulted in once).
+  buf.resize(buf.capacity());
+  return buf;
+}
+
 std::vector<uint8_t> BufferPool::TakeRaw(size_t capacity) {
   std::vector<uint8_t> buf;
   int k = capacity >= kMinPooled ? ClassOf(capacity) : -1;

@@ -35,6 +35,10 @@ class BufferPool {
   // bytes a previous user of the buffer had are not zeroed again, which matters when the
   // caller is about to overwrite all of them (a pread, a decompression).
   std::vector<uint8_t> TakeSized(size_t size, size_t capacity = 0);
+  // A vector whose size is its whole capacity, at least `size` bytes, contents unspecified: for
+  // a caller that fills a prefix through a span and keeps the length itself. Unlike TakeSized,
+  // its buffer goes back to the pool at full size, so neither end of a reuse zero-fills.
+  std::vector<uint8_t> TakeFull(size_t size);
   // Takes the buffer back for reuse. Anything outside the classes (grown past its capacity,
   // or too small or too large to pool) is simply freed.
   void Give(std::vector<uint8_t>&& buf);

@@ -33,14 +33,19 @@ size_t CompressInto(std::span<const uint8_t> raw, int level, uint8_t* out) {
 Status Decompress(Codec codec, std::span<const uint8_t> stored, size_t raw_size,
                   std::vector<uint8_t>* out) {
   out->resize(raw_size);
+  return DecompressInto(codec, stored, std::span<uint8_t>(*out));
+}
+
+Status DecompressInto(Codec codec, std::span<const uint8_t> stored, std::span<uint8_t> out) {
+  const size_t raw_size = out.size();
   if (codec == Codec::kRaw) {
     if (stored.size() != raw_size) return Status::Corruption("raw block has the wrong length");
-    if (raw_size) std::memcpy(out->data(), stored.data(), raw_size);
+    if (raw_size) std::memcpy(out.data(), stored.data(), raw_size);
     return Status::Ok();
   }
   if (codec != Codec::kZstd) return Status::Corruption("unknown block codec");
   size_t n =
-      ZSTD_decompressDCtx(ThreadContexts().d, out->data(), raw_size, stored.data(), stored.size());
+      ZSTD_decompressDCtx(ThreadContexts().d, out.data(), raw_size, stored.data(), stored.size());
   if (ZSTD_isError(n)) {
     return Status::Corruption(std::string("zstd could not decompress a block: ") +
                               ZSTD_getErrorName(n));

@@ -23,5 +23,8 @@ inline size_t CompressBound(size_t raw_size) {
 // Decompresses into exactly `raw_size` bytes; anything else is corruption.
 Status Decompress(Codec codec, std::span<const uint8_t> stored, size_t raw_size,
                   std::vector<uint8_t>* out);
+// The same into a caller's buffer of exactly the raw size (a pooled buffer that may be larger
+// than the block, so that nothing resizes, and so zero-fills, it).
+Status DecompressInto(Codec codec, std::span<const uint8_t> stored, std::span<uint8_t> out);
 
 }  // namespace stashfs

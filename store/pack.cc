@@ -167,10 +167,15 @@ std::vector<int64_t> PackFiles::Deleted() {
 }
 
 Status PackFiles::ReadPayload(const BlockLocation& loc, std::vector<uint8_t>* out) {
-  ASSIGN_OR_RETURN(auto file, Get(loc.pack_id));
   out->resize(loc.stored_len);
+  return ReadPayloadInto(loc, std::span<uint8_t>(*out));
+}
+
+Status PackFiles::ReadPayloadInto(const BlockLocation& loc, std::span<uint8_t> out) {
+  if (out.size() != loc.stored_len) return Status::Invalid("payload buffer of the wrong size");
+  ASSIGN_OR_RETURN(auto file, Get(loc.pack_id));
   size_t got = 0;
-  RETURN_IF_ERROR(file->pread(loc.offset + loc.header_len, out->data(), loc.stored_len, &got));
+  RETURN_IF_ERROR(file->pread(loc.offset + loc.header_len, out.data(), loc.stored_len, &got));
   if (got != loc.stored_len) {
     return Status::Corruption("pack " + PackPath(dir_, loc.pack_id) +
                               " is shorter than the catalog says");

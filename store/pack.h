@@ -86,6 +86,8 @@ class PackFiles {
   std::vector<int64_t> Deleted();
   // Reads the stored payload of a block.
   Status ReadPayload(const BlockLocation& loc, std::vector<uint8_t>* out);
+  // The same into `out`, exactly loc.stored_len bytes of a caller's buffer.
+  Status ReadPayloadInto(const BlockLocation& loc, std::span<uint8_t> out);
 
  private:
   Env* env_;

@@ -51,6 +51,26 @@ TEST(BufferPoolTest, TakeSizedHasTheSizeAndKeepsTheClass) {
   EXPECT_TRUE(c.empty());
 }
 
+// The block cache's buffers: taken and given back at their whole capacity, so a reuse neither
+// shrinks nor regrows them, and nothing zero-fills them again.
+TEST(BufferPoolTest, TakeFullIsItsWholeCapacityAndIsNotZeroedAgain) {
+  BufferPool pool;
+  auto a = pool.TakeFull(300 * 1024);
+  EXPECT_EQ(a.size(), 512u * 1024);
+  EXPECT_EQ(a.capacity(), 512u * 1024);
+  std::memset(a.data(), 0xab, a.size());
+  const uint8_t* pages = a.data();
+  pool.Give(std::move(a));
+  auto b = pool.TakeFull(400 * 1024);
+  EXPECT_EQ(b.data(), pages);
+  ASSERT_EQ(b.size(), 512u * 1024);
+  EXPECT_EQ(b[0], 0xab);
+  EXPECT_EQ(b[512 * 1024 - 1], 0xab);
+  auto small = pool.TakeFull(1000);  // below the classes: exactly what was asked
+  EXPECT_EQ(small.size(), small.capacity());
+  EXPECT_GE(small.size(), 1000u);
+}
+
 TEST(BufferPoolTest, AnEmptyClassIsServedFromTheClassAbove) {
   BufferPool pool;
   auto big = pool.Take(1 << 20);
