@@ -138,6 +138,11 @@ class ObjectStore {
   // Loads and verifies an object in the background so a later Get finds it in the block cache
   // (a sequential reader asks for the next chunks while it copies this one).
   void Prefetch(ObjectKind kind, const Hash& hash);
+  // Drops an object's block from the block cache if the block holds that object alone: a
+  // sequential reader that has copied a large chunk to its end will not ask for it again (the
+  // kernel's page cache has it), and a block cache full of such chunks only costs fresh memory.
+  // Blocks shared by several small objects stay: other files read them.
+  void DropIfAlone(ObjectKind kind, const Hash& hash);
   // Whether the catalog (or this writer's staging) has the object.
   Result<bool> Has(ObjectKind kind, const Hash& hash);
 
@@ -178,7 +183,9 @@ class ObjectStore {
     std::vector<BlockEntry> entries;
   };
   struct CachedBlock {
+    // A pooled buffer, at its whole capacity: the block is its first `size` bytes.
     std::shared_ptr<const std::vector<uint8_t>> data;
+    size_t size = 0;
     std::mutex mu;
     std::unordered_set<uint32_t> verified;  // offsets of objects already checked
   };
@@ -201,7 +208,8 @@ class ObjectStore {
   std::shared_ptr<OpenBlock> NewBuilder();
   Status WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq);
   Status EnsurePack();  // with pack_mu_ held
-  Result<std::shared_ptr<CachedBlock>> LoadBlock(const BlockLocation& loc);
+  // `alone`: the block holds one object only (a large file's chunk), see CacheInsert.
+  Result<std::shared_ptr<CachedBlock>> LoadBlock(const BlockLocation& loc, bool alone);
   Result<ObjectData> Extract(const std::shared_ptr<CachedBlock>& blk, const ObjectKey& key,
                              uint32_t offset, uint32_t size, const BlockLocation& loc);
   struct Location {
@@ -211,7 +219,7 @@ class ObjectStore {
   };
   Result<ObjectData> GetFromCatalog(const ObjectKey& key, bool retry, bool use_cache);
   void RememberLocation(const ObjectKey& key, const Location& where);
-  void CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b);
+  void CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b, bool alone);
 
   Env* env_;
   Catalog* catalog_;
@@ -255,14 +263,26 @@ class ObjectStore {
   std::vector<std::pair<int64_t, uint64_t>> sealed_;
   std::vector<std::shared_ptr<File>> unsynced_;  // the files of sealed_, not yet synced
 
+  // The block cache: two LRU lists in one budget. Blocks that hold one object alone (large
+  // files' chunks) have their own list and at most kAloneCacheBytes of the budget: the kernel's
+  // page cache keeps what was read of a large file, so such a block is only wanted again while
+  // the reads of its chunk last, and a budget full of them was 64 MiB of fresh memory mapped
+  // (and faulted in page by page) on every cold read of a big file. Blocks of small objects,
+  // which many files share, keep the rest.
+  static constexpr size_t kAloneCacheBytes = 16 << 20;
   std::mutex cache_mu_;
   size_t cache_bytes_ = 0;
+  size_t alone_bytes_ = 0;
   std::list<CacheKey> cache_lru_;
+  std::list<CacheKey> alone_lru_;
   struct CacheSlot {
     std::shared_ptr<CachedBlock> block;
     std::list<CacheKey>::iterator pos;
+    bool alone = false;
   };
-  std::unordered_map<CacheKey, CacheSlot, CacheKeyHasher> cache_;
+  using CacheMap = std::unordered_map<CacheKey, CacheSlot, CacheKeyHasher>;
+  CacheMap cache_;
+  void CacheEraseLocked(CacheMap::iterator it);  // cache_mu_ held
 
   // Blocks being loaded, so concurrent readers of one block share one decompression.
   std::mutex load_mu_;

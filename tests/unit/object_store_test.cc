@@ -378,5 +378,56 @@ TEST_F(ObjectStoreTest, ConcurrentPutsFromManyThreads) {
   }
 }
 
+// A large object has a block of its own. A sequential reader that has copied it drops that
+// block from the cache; a block of small objects, which other files share, stays.
+TEST_F(ObjectStoreTest, DropIfAloneDropsOnlyABlockOfOneObject) {
+  auto big = CompressibleBytes(600 * 1024, 1);
+  auto small = RandomBytes(3000, 2);
+  auto other = RandomBytes(3000, 3);
+  Hash hb = Put(ObjectKind::kChunk, big);
+  Hash hs = Put(ObjectKind::kChunk, small);
+  Hash ho = Put(ObjectKind::kChunk, other);
+  Flush();
+  ReopenStore();
+  auto& c = objects().counters();
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hb, big));
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));
+  const uint64_t loaded = c.blocks_read.load();
+  EXPECT_EQ(loaded, 2u);
+  objects().DropIfAlone(ObjectKind::kChunk, hb);
+  objects().DropIfAlone(ObjectKind::kChunk, hs);
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, ho, other));  // the same block: still cached
+  EXPECT_EQ(c.blocks_read.load(), loaded);
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hb, big));  // read again from its pack
+  EXPECT_EQ(c.blocks_read.load(), loaded + 1);
+}
+
+// Blocks of one large object each get a bounded share of the block cache, so reading a big
+// file does not fill it; blocks of small objects read before keep their place.
+TEST_F(ObjectStoreTest, BlocksOfOneObjectTakeABoundedShareOfTheCache) {
+  auto small = RandomBytes(3000, 7);
+  Hash hs = Put(ObjectKind::kChunk, small);
+  Put(ObjectKind::kChunk, RandomBytes(3000, 8));  // shares the block: a block of small objects
+  std::vector<std::vector<uint8_t>> bigs;
+  std::vector<Hash> hashes;
+  for (int i = 0; i < 24; ++i) {  // 24 blocks of 1 MiB buffers: beyond the 16 MiB share
+    bigs.push_back(RandomBytes(700 * 1024, 100 + i));
+    hashes.push_back(Put(ObjectKind::kChunk, bigs.back()));
+  }
+  Flush();
+  ReopenStore();
+  auto& c = objects().counters();
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));
+  for (size_t i = 0; i < hashes.size(); ++i)
+    ASSERT_TRUE(Holds(ObjectKind::kChunk, hashes[i], bigs[i])) << i;
+  uint64_t loaded = c.blocks_read.load();
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hashes.back(), bigs.back()));  // recent: cached
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));                   // small: still cached
+  EXPECT_EQ(c.blocks_read.load(), loaded);
+  ASSERT_TRUE(Holds(ObjectKind::kChunk, hashes.front(), bigs.front()));  // evicted early
+  EXPECT_EQ(c.blocks_read.load(), loaded + 1);
+}
+
 }  // namespace
 }  // namespace stashfs
