@@ -640,6 +640,11 @@ void ObjectStore::Prefetch(ObjectKind kind, const Hash& hash) {
   pool_.Submit([this, kind, hash] { (void)Get(kind, hash); }, pool_.size() * 2);
 }
 
+size_t ObjectStore::block_cache_bytes() {
+  std::lock_guard lock(cache_mu_);
+  return cache_bytes_;
+}
+
 void ObjectStore::DropIfAlone(ObjectKind kind, const Hash& hash) {
   Location where;
   {

@@ -160,6 +160,7 @@ class ObjectStore {
   ObjectStoreCounters& counters() { return counters_; }
   // Transient buffers shared by the store and its writers (chunk copies for PutAsync).
   BufferPool& buffers() { return *buffers_; }
+  size_t block_cache_bytes();  // what the block cache holds, by buffer capacity
   // Forgets cached blocks of a pack (gc rewrote or removed it).
   void ForgetPack(int64_t pack_id);
   // Closes packs that gc deleted, so their disk space is really freed (mounts call this
