@@ -312,14 +312,17 @@ Status FileData::ReadStored(const std::shared_ptr<const ContentView>& view_in, u
   size_t i = static_cast<size_t>(it - view->ends.begin());
   // A sequential reader gets the next few chunks decompressed and verified on other threads
   // while it copies this one: cold reads of large files use more than one core.
-  bool sequential = off == next_read_.exchange(off + n);
+  bool sequential = off == next_read_->exchange(off + n);
   if (sequential) {
     constexpr size_t kAhead = 3;
     size_t from = std::max<size_t>(i + 1, prefetched_upto_.load());
     const auto& chunks = view->chunks();
     size_t to = std::min(chunks.size(), i + 1 + kAhead);
-    for (size_t k = from; k < to; ++k)
-      if (!chunks[k].is_hole()) ctx_->objects->Prefetch(ObjectKind::kChunk, chunks[k].hash);
+    for (size_t k = from; k < to; ++k) {
+      if (chunks[k].is_hole()) continue;
+      ctx_->objects->Prefetch(ObjectKind::kChunk, chunks[k].hash,
+                              [pos = next_read_, end = view->ends[k]] { return *pos < end; });
+    }
     if (to > from) prefetched_upto_ = to;
   }
   size_t done = 0;

@@ -196,7 +196,9 @@ class FileData {
   uint64_t cycle_low_ = 0;   // the lowest offset changed since
   std::shared_ptr<ContentView> punched_view_;
   // Sequential-read detection for prefetching the next stored chunks.
-  std::atomic<uint64_t> next_read_{0};
+  // Shared with the prefetch tasks, which skip a chunk the reader has passed by the time they
+  // run (a late task would load it again after the reader dropped it from the block cache).
+  std::shared_ptr<std::atomic<uint64_t>> next_read_ = std::make_shared<std::atomic<uint64_t>>(0);
   std::atomic<uint64_t> prefetched_upto_{0};  // chunk index prefetched so far (exclusive)
 };
 

@@ -635,9 +635,13 @@ Result<std::shared_ptr<ObjectStore::CachedBlock>> ObjectStore::LoadBlock(const B
   return result;
 }
 
-void ObjectStore::Prefetch(ObjectKind kind, const Hash& hash) {
+void ObjectStore::Prefetch(ObjectKind kind, const Hash& hash, std::function<bool()> still_wanted) {
   // Optional work: dropped when the pool is busy, so it never delays demand reads for long.
-  pool_.Submit([this, kind, hash] { (void)Get(kind, hash); }, pool_.size() * 2);
+  pool_.Submit(
+      [this, kind, hash, wanted = std::move(still_wanted)] {
+        if (!wanted || wanted()) (void)Get(kind, hash);
+      },
+      pool_.size() * 2);
 }
 
 size_t ObjectStore::block_cache_bytes() {

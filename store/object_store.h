@@ -20,6 +20,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <list>
 #include <map>
@@ -137,7 +138,8 @@ class ObjectStore {
   Result<ObjectData> Get(ObjectKind kind, const Hash& hash);
   // Loads and verifies an object in the background so a later Get finds it in the block cache
   // (a sequential reader asks for the next chunks while it copies this one).
-  void Prefetch(ObjectKind kind, const Hash& hash);
+  // `still_wanted`, when given, is asked when the task runs: a reader may have passed the object.
+  void Prefetch(ObjectKind kind, const Hash& hash, std::function<bool()> still_wanted = {});
   // Drops an object's block from the block cache if the block holds that object alone: a
   // sequential reader that has copied a large chunk to its end will not ask for it again (the
   // kernel's page cache has it), and a block cache full of such chunks only costs fresh memory.
