@@ -8,6 +8,7 @@
 #include <cstring>
 #include <future>
 #include <iterator>
+#include <optional>
 
 #include "store/codec.h"
 
@@ -650,18 +651,17 @@ size_t ObjectStore::block_cache_bytes() {
 }
 
 void ObjectStore::DropIfAlone(ObjectKind kind, const Hash& hash) {
-  Location where;
+  CacheKey ck{};
   {
     std::lock_guard lock(loc_mu_);
     auto it = locations_.find(ObjectKey{hash, kind});
     if (it == locations_.end()) return;  // not read through the catalog: nothing to drop
-    where = it->second;
+    ck = CacheKey{it->second.loc.pack_id, it->second.loc.offset};
   }
-  if (where.offset != 0 || where.size != where.loc.raw_len) return;
   std::shared_ptr<CachedBlock> victim;  // released after the lock: its buffer goes to the pool
   std::lock_guard lock(cache_mu_);
-  auto it = cache_.find(CacheKey{where.loc.pack_id, where.loc.offset});
-  if (it == cache_.end() || !it->second.alone) return;
+  auto it = cache_.find(ck);
+  if (it == cache_.end() || !it->second.alone) return;  // shared blocks stay
   victim = it->second.block;
   CacheEraseLocked(it);
 }
@@ -730,7 +730,7 @@ Result<ObjectData> ObjectStore::GetFromCatalog(const ObjectKey& key, bool retry,
                  static_cast<uint32_t>(q.i64(6)),
                  static_cast<Codec>(q.i64(7))};
   }
-  auto blk = LoadBlock(where.loc, where.offset == 0 && where.size == where.loc.raw_len);
+  auto blk = LoadBlock(where.loc, where.alone());
   auto data = blk.ok() ? Extract(*blk, key, where.offset, where.size, where.loc)
                        : Result<ObjectData>(blk.status());
   if (data.ok()) {
@@ -766,9 +766,7 @@ void ObjectStore::RememberLocation(const ObjectKey& key, const Location& where) 
 Result<ObjectData> ObjectStore::Get(ObjectKind kind, const Hash& hash) {
   counters_.gets++;
   ObjectKey key{hash, kind};
-  BlockLocation loc;
-  uint32_t offset = 0, size = 0;
-  bool staged = false;
+  std::optional<Location> staged;
   {
     std::lock_guard lock(mu_);
     auto it = pending_.find(key);
@@ -781,15 +779,12 @@ Result<ObjectData> ObjectStore::Get(ObjectKind kind, const Hash& hash) {
         std::span<const uint8_t> bytes(copy->data(), copy->size());
         return ObjectData{std::move(copy), bytes};
       }
-      loc = p.loc;
-      offset = p.offset;
-      size = p.size;
-      staged = true;
+      staged = Location{p.loc, p.offset, p.size};
     }
   }
   if (staged) {
-    ASSIGN_OR_RETURN(auto blk, LoadBlock(loc, offset == 0 && size == loc.raw_len));
-    return Extract(blk, key, offset, size, loc);
+    ASSIGN_OR_RETURN(auto blk, LoadBlock(staged->loc, staged->alone()));
+    return Extract(blk, key, staged->offset, staged->size, staged->loc);
   }
   return GetFromCatalog(key, true, true);
 }

@@ -219,6 +219,7 @@ class ObjectStore {
     BlockLocation loc;
     uint32_t offset = 0;
     uint32_t size = 0;
+    bool alone() const { return offset == 0 && size == loc.raw_len; }  // the block's only object
   };
   Result<ObjectData> GetFromCatalog(const ObjectKey& key, bool retry, bool use_cache);
   void RememberLocation(const ObjectKey& key, const Location& where);
