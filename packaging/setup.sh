@@ -28,18 +28,41 @@ case "${1:-}" in
   mount)
     [ $# -ge 2 ] || usage
     dir=$2; shift 2
-    volume=$(basename "$dir" | tr -c 'A-Za-z0-9._-\n' '-' | sed 's/^[.-]*//')
-    [ -n "$volume" ] || volume=default
+    volume=""
     if [ "${1:-}" = "--volume" ] && [ $# -ge 2 ]; then volume=$2; fi
+    if [ -z "$volume" ]; then
+      # Name the volume after the directory (~/.cache/pip -> pip). Volume names are
+      # [A-Za-z0-9._+=:@-] and start with neither '.' nor '-', so other bytes become '-'
+      # (in the C locale: byte ranges, whatever the user's locale collates).
+      volume=$(printf %s "$(basename -- "$dir")" | LC_ALL=C tr -c 'A-Za-z0-9._+=:@-' '-' | LC_ALL=C sed 's/^[.-]*//' | cut -c1-128)
+      [ -n "$volume" ] || volume=default
+      if [ "$volume" != "$(basename -- "$dir")" ]; then
+        echo "setup.sh: volume name '$volume' (from the directory's name); pick another with --volume NAME" >&2
+      fi
+    fi
+    if ! [ -e /dev/fuse ]; then
+      echo "setup.sh: cannot mount: /dev/fuse is missing; load the module (modprobe fuse) or, in a container, pass --device /dev/fuse" >&2
+      exit 1
+    fi
+    if [ "$(id -u)" -ne 0 ] && { ! [ -r /dev/fuse ] || ! [ -w /dev/fuse ]; }; then
+      echo "setup.sh: cannot mount: /dev/fuse is not readable and writable by $(id -un); run as root, or have root give you access to it (chmod 0666 /dev/fuse is Debian's default)" >&2
+      exit 1
+    fi
     bash packaging/install-deps.sh --build
     build build -DSTASHFS_BUILD_TESTS=OFF
-    bin=build/tools/stashfs
-    if [ "$(id -u)" -eq 0 ]; then
-      cmake --install build >/dev/null
-      bin=stashfs
-    fi
-    mkdir -p "$dir"
-    exec "$bin" mount --volume "$volume" "$dir"
+    # Installed, so `stashfs umount DIR` and the rest work from any shell: root gets
+    # /usr/local, a user ~/.local (on Debian's default PATH once ~/.local/bin exists).
+    prefix=/usr/local
+    [ "$(id -u)" -eq 0 ] || prefix=$HOME/.local
+    cmake --install build --prefix "$prefix" >/dev/null
+    case ":$PATH:" in
+      *":$prefix/bin:"*) ;;
+      *) echo "setup.sh: installed $prefix/bin/stashfs; add $prefix/bin to PATH to run it as stashfs" >&2 ;;
+    esac
+    mkdir -p -- "$dir"
+    # An absolute path, so a directory named like an option (-x) stays a directory.
+    dir=$(cd -- "$dir" && pwd)
+    exec "$prefix/bin/stashfs" mount --volume "$volume" "$dir"
     ;;
   test)
     bash packaging/install-deps.sh --test
