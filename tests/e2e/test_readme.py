@@ -102,3 +102,36 @@ def test_setup_mount_names_any_directory(tmp_path, name, volume):
                        capture_output=True, text=True, env={"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == volume
+
+
+def readme_block_after(heading: str) -> str:
+    """The first fenced sh block under a README heading."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+
+
+def test_keeping_a_store_in_shape_block_runs_as_written(tmp_path):
+    """README's maintenance recipe, line by line as written, against a store holding pip-old."""
+    from conftest import stashfs_bin
+    block = readme_block_after("## Keeping a store in shape")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "stashfs").symlink_to(stashfs_bin())
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    env = {"PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path),
+           "STASHFS_STORE": str(store), "LANG": "C.UTF-8"}
+    setup = f"""set -eu
+stashfs mount --key pip-old {mnt}
+head -c 3000000 /dev/urandom > {mnt}/wheel.whl
+stashfs umount {mnt}
+"""
+    r = subprocess.run(["bash", "-c", setup + "set -x\n" + block + "\nstashfs ls"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    config = (store / "config").read_text()
+    assert re.search(r"max_size\s*=\s*50G", config) and re.search(r"max_age\s*=\s*14d", config), config
+    assert "removed snapshot 'pip-old'" in r.stdout and "gc freed 2.9 MiB" in r.stdout, r.stdout
+    listing = r.stdout.split("TYPE ", 1)[1]  # the closing `stashfs ls`
+    assert "pip-old" not in listing, r.stdout
