@@ -135,3 +135,51 @@ stashfs umount {mnt}
     assert "removed snapshot 'pip-old'" in r.stdout and "gc freed 2.9 MiB" in r.stdout, r.stdout
     listing = r.stdout.split("TYPE ", 1)[1]  # the closing `stashfs ls`
     assert "pip-old" not in listing, r.stdout
+
+
+@pytest.fixture(scope="module")
+def local_index(tmp_path_factory):
+    """Wheels built here and served on 127.0.0.1: the README's `pip install -r` needs an index."""
+    from tools_fixtures import build_local_index, serve_index
+    index = build_local_index(tmp_path_factory.mktemp("index"))
+    with serve_index(index.root) as srv:
+        yield index, srv
+
+
+@pytest.mark.parametrize("heading,saved", [
+    ("### Named volumes (developer machines)", r"^volume +pip "),
+    ("### Cache keys (CI)", r"^snapshot +pip-[0-9a-f]{16} "),
+])
+def test_pip_recipe_runs_as_written(tmp_path, local_index, heading, saved):
+    """A 'Using it' recipe as written: mount, pip install -r requirements.txt, umount; saved."""
+    from conftest import stashfs_bin
+    from tools_fixtures import make_venv, pip_env
+    index, srv = local_index
+    block = readme_block_after(heading)
+    home, work = tmp_path / "home", tmp_path / "work"
+    for d in (home / ".cache" / "pip", home / ".npm", work):
+        d.mkdir(parents=True)
+    (work / "requirements.txt").write_text("\n".join(index.requirements) + "\n")
+    venv = tmp_path / "venv"
+    make_venv(venv)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "stashfs").symlink_to(stashfs_bin())
+    env = pip_env(f"{srv.url}/simple/", None)
+    del env["PIP_NO_CACHE_DIR"]  # pip's cache is ~/.cache/pip: the mount under test
+    env.update({"HOME": str(home), "STASHFS_STORE": str(tmp_path / "store"),
+                "PATH": f"{venv}/bin:{bindir}:{env['PATH']}"})
+    # A recipe may leave other mounts up (the volumes one mounts ~/.npm too): unmount them after.
+    script = "set -e\n" + block + "\nstashfs ls\n"
+    try:
+        r = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True,
+                           text=True, timeout=300)
+    finally:
+        for d in (home / ".cache" / "pip", home / ".npm"):
+            if os.path.ismount(d):
+                subprocess.run([stashfs_bin(), "umount", str(d)], env=env, timeout=120)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    assert re.search(saved, r.stdout, re.M), r.stdout
+    assert "Successfully installed" in r.stdout, r.stdout
+    # What pip cached lives in the store: the saved tree is not empty.
+    assert not re.search(saved + r"+0 B", r.stdout, re.M), r.stdout
