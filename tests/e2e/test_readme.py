@@ -183,3 +183,35 @@ def test_pip_recipe_runs_as_written(tmp_path, local_index, heading, saved):
     assert "Successfully installed" in r.stdout, r.stdout
     # What pip cached lives in the store: the saved tree is not empty.
     assert not re.search(saved + r"+0 B", r.stdout, re.M), r.stdout
+
+
+def test_plain_shell_apt_recipe_runs_as_written(tmp_path):
+    """The 'Plain shell' recipe: apt downloads (as _apt) into an --allow-other key mount.
+
+    It mounts at /var/cache/apt/archives, so it runs in a private mount namespace with a tmpfs
+    over /var/cache/apt: the machine's own apt cache is never touched. `sl` is small, needs only
+    libc and ncurses, and is not installed here, so apt really downloads it.
+    """
+    from conftest import stashfs_bin
+    if os.geteuid() != 0:
+        pytest.fail("this suite runs as root (CI does): apt-get needs it")
+    block = readme_block_after("### Plain shell")
+    work, bindir = tmp_path / "work", tmp_path / "bin"
+    work.mkdir()
+    bindir.mkdir()
+    (bindir / "stashfs").symlink_to(stashfs_bin())
+    (work / "packages.txt").write_text("sl\n")
+    env = {"PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path),
+           "STASHFS_STORE": str(tmp_path / "store"), "LANG": "C.UTF-8",
+           "DEBIAN_FRONTEND": "noninteractive"}
+    # The recipe runs in a subshell, so its EXIT trap (the umount) fires before the checks.
+    script = f"""set -eu
+mount -t tmpfs tmpfs /var/cache/apt
+( {block} )
+stashfs ls
+"""
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+                       cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    assert re.search(r"^snapshot +apt-[0-9a-f]{16} ", r.stdout, re.M), r.stdout
+    assert re.search(r"saved key 'apt-[0-9a-f]{16}' \([1-9]", r.stdout + r.stderr), r.stdout + r.stderr
