@@ -215,3 +215,130 @@ stashfs ls
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     assert re.search(r"^snapshot +apt-[0-9a-f]{16} ", r.stdout, re.M), r.stdout
     assert re.search(r"saved key 'apt-[0-9a-f]{16}' \([1-9]", r.stdout + r.stderr), r.stdout + r.stderr
+
+
+# Every fenced sh block in README.md, by the heading it sits under: the test here that runs it,
+# or why no test can. A new block fails test_every_readme_sh_block_is_accounted_for until it is
+# added here, so the README cannot grow a recipe that nothing runs.
+README_SH_BLOCKS = {
+    "## Set up (fresh Debian machine)": [
+        "test_first_readme_command_mounts_a_cache_that_persists",
+        "test_ci_runs_the_readme_test_command",
+    ],
+    "### Named volumes (developer machines)": ["test_pip_recipe_runs_as_written"],
+    "### Cache keys (CI)": ["test_pip_recipe_runs_as_written"],
+    "### Docker": ["not run: it pulls python:3.12 from a registry, which this machine cannot "
+                   "reach; the container tests of the packaging work cover bind-mounting a mount"],
+    "### Plain shell": ["test_plain_shell_apt_recipe_runs_as_written"],
+    "## Keeping a store in shape": ["test_keeping_a_store_in_shape_block_runs_as_written"],
+}
+
+
+def readme_sh_blocks_by_heading():
+    """[(heading, block)] for every fenced sh block, the heading being the nearest one above."""
+    heading, out, in_block, lines = None, [], False, []
+    for line in (REPO / "README.md").read_text().splitlines():
+        if in_block:
+            if line.startswith("```"):
+                if in_block is True:
+                    out.append((heading, "\n".join(lines)))
+                in_block = False
+            else:
+                lines.append(line)
+        elif line.startswith("```sh"):
+            in_block, lines = True, []
+        elif line.startswith("```"):
+            in_block, lines = "other", []  # another language (yaml): skip to its end
+        elif re.match(r"#{1,4} ", line):
+            heading = line
+    return out
+
+
+def test_every_readme_sh_block_is_accounted_for():
+    found = readme_sh_blocks_by_heading()
+    assert found, "README.md has no sh blocks: the parser is wrong"
+    counts = {}
+    for heading, _ in found:
+        counts[heading] = counts.get(heading, 0) + 1
+    missing = sorted(set(counts) - set(README_SH_BLOCKS))
+    assert not missing, f"README sh blocks that no test runs (add a test and list it here): {missing}"
+    for heading, runners in README_SH_BLOCKS.items():
+        assert heading in counts, f"README no longer has '{heading}': update README_SH_BLOCKS"
+        assert len(runners) == counts[heading], (heading, counts[heading], runners)
+        for runner in runners:
+            if runner.startswith("test_"):
+                assert callable(globals().get(runner)), f"{runner} is listed but does not exist"
+
+
+def test_ci_runs_the_readme_test_command():
+    """README's second command is what CI runs: .ci/run execs it and nothing else."""
+    second = readme_setup_blocks()[1]
+    assert second == "packaging/setup.sh test", second
+    ci = [l for l in (REPO / ".ci" / "run").read_text().splitlines()
+          if l.strip() and not l.startswith("#") and not l.startswith("set ") and not l.startswith("cd ")]
+    assert ci == ["exec bash " + second], ci
+
+
+def test_commands_table_matches_the_cli():
+    """Each row of README's Commands table names a real subcommand, and each flag it shows is one
+    that subcommand's --help lists (or a global option)."""
+    from conftest import stashfs_bin
+    text = (REPO / "README.md").read_text()
+    table = text.split("## Commands\n", 1)[1].split("\n## ", 1)[0]
+    rows = [l for l in table.splitlines() if l.startswith("| `stashfs ")]
+    assert len(rows) >= 10, rows
+    top = subprocess.run([stashfs_bin(), "--help"], capture_output=True, text=True).stdout
+    seen = set()
+    for row in rows:
+        commands = re.findall(r"`stashfs ([a-z]+)", row)
+        flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-o)(?![\w-])", row))
+        helps = {}
+        for cmd in commands:
+            r = subprocess.run([stashfs_bin(), cmd, "--help"], capture_output=True, text=True)
+            assert r.returncode == 0, f"README lists `stashfs {cmd}`: {r.stderr}"
+            helps[cmd] = r.stdout
+            seen.add(cmd)
+        for flag in flags:
+            assert any(re.search(rf"(^|[\s,]){re.escape(flag)}\b", h, re.M) for h in helps.values()) \
+                or re.search(rf"\s{re.escape(flag)}\b", top), f"{flag} in `{row}` is not in --help"
+    listed = set(re.findall(r"^  ([a-z]+) {2,}", top.split("Subcommands:", 1)[1], re.M))
+    assert listed == seen, f"subcommands missing from README's table: {sorted(listed - seen)}; " \
+                           f"not in the CLI: {sorted(seen - listed)}"
+
+
+def test_setup_mount_tells_a_normal_user_what_fuse_access_is_missing():
+    """As a normal user without access to /dev/fuse, the first command says so in one line,
+    before it installs or builds anything, and exits 1.
+
+    /dev/fuse is replaced by a root-only node in a private mount namespace, so the test does not
+    depend on how this machine's /dev/fuse happens to be set up.
+    """
+    if os.geteuid() != 0:
+        pytest.fail("this suite runs as root (CI does): it drops to uid 65534 itself")
+    import tempfile
+    # Not pytest's tmp_path: its parents are 0700 root, and uid 65534 must reach the copy.
+    with tempfile.TemporaryDirectory(prefix="stashfs-readme-") as top:
+        os.chmod(top, 0o755)
+        check_normal_user_line(Path(top))
+
+
+def check_normal_user_line(tmp_path: Path):
+    clone = tmp_path / "clone"
+    fresh_copy(clone)
+    node = tmp_path / "fuse"
+    script = f"""set -eu
+mknod -m 0600 {node} c 10 229
+mount --bind {node} /dev/fuse
+cd {clone}
+exec setpriv --reuid 65534 --regid 65534 --clear-groups env HOME={tmp_path}/home \\
+  bash packaging/setup.sh mount {tmp_path}/home/.cache/pip
+"""
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+                       capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+    assert r.returncode == 1, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "/dev/fuse is not readable and writable by nobody" in lines[0], lines[0]
+    assert "run as root" in lines[0], lines[0]
+    assert not (clone / "build").exists() and not (tmp_path / "home").exists()
