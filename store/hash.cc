@@ -2,7 +2,8 @@
 
 #include <openssl/evp.h>
 
-#include <stdexcept>
+#include <cstdio>
+#include <cstdlib>
 
 namespace stashfs {
 
@@ -15,6 +16,18 @@ int HexValue(char c) {
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
+// OpenSSL's SHA-256 fails only when it cannot allocate a context or libcrypto is broken. No
+// caller could go on: a content-addressed store without its hash can neither name what it writes
+// nor verify what it reads, and a made-up digest would silently corrupt the catalog. So this is
+// not a Status (nothing could handle it) and not an exception (nothing throws across store and
+// fs): the process stops with one line saying why.
+[[noreturn]] void HashUnavailable(const char* what) {
+  std::fprintf(stderr,
+               "stashfs: fatal: OpenSSL SHA-256 failed in %s (out of memory, or a broken "
+               "libcrypto); reinstall libssl3\n",
+               what);
+  std::abort();
+}
 }  // namespace
 
 Hash Hash::Of(std::span<const uint8_t> data) {
@@ -22,7 +35,7 @@ Hash Hash::Of(std::span<const uint8_t> data) {
   unsigned int len = 0;
   // EVP_Digest fetches the implementation each call; cheap next to hashing even 100-byte objects.
   if (EVP_Digest(data.data(), data.size(), h.bytes.data(), &len, EVP_sha256(), nullptr) != 1)
-    throw std::runtime_error("EVP_Digest(sha256) failed");
+    HashUnavailable("EVP_Digest");
   return h;
 }
 
@@ -53,7 +66,7 @@ std::string Hash::hex() const {
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
-    throw std::runtime_error("EVP_DigestInit(sha256) failed");
+    HashUnavailable("EVP_DigestInit_ex");
 }
 
 Sha256::~Sha256() {
@@ -61,13 +74,15 @@ Sha256::~Sha256() {
 }
 
 void Sha256::update(const void* data, size_t n) {
-  EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, n);
+  if (EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, n) != 1)
+    HashUnavailable("EVP_DigestUpdate");
 }
 
 Hash Sha256::finish() {
   Hash h;
   unsigned int len = 0;
-  EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), h.bytes.data(), &len);
+  if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), h.bytes.data(), &len) != 1)
+    HashUnavailable("EVP_DigestFinal_ex");
   return h;
 }
 

@@ -35,6 +35,11 @@ class Status {
   static Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m), ENOTSUP}; }
   // An OS failure: `what` says what we were doing, `err` is the errno it failed with.
   static Status IOError(std::string what, int err);
+  // A failure another process (a mount's daemon) already put into words: its message is the
+  // whole line, with no strerror appended.
+  static Status Relayed(std::string m, int err = EIO) {
+    return {Code::kIOError, std::move(m), err};
+  }
   // A filesystem-level errno with no message (e.g. ENOTEMPTY from rmdir); cheap, for hot paths.
   static Status Errno(int err) { return {Code::kIOError, {}, err}; }
 

@@ -84,7 +84,7 @@ int CmdUmount(const GlobalOptions& g, const std::string& in_dir, Io& io) {
   auto reply = ControlRequest(static_cast<pid_t>(daemon->pid), {{"cmd", "umount"}}, true);
   if (!reply.ok()) return Fail(io, reply.status());
   if (!reply->value("ok", false))
-    return Fail(io, Status::IOError(reply->value("error", "unmount failed"), EIO));
+    return Fail(io, Status::Relayed(reply->value("error", "unmount failed")));
   io.out << "stashfs: " << reply->value("message", "unmounted " + dir) << "\n";
   return kExitOk;
 }

@@ -26,7 +26,7 @@ int CmdSave(const GlobalOptions& g, const std::string& in_dir, const std::string
                               {{"cmd", "save"}, {"key", key}, {"update", update}});
   if (!reply.ok()) return Fail(io, reply.status());
   if (!reply->value("ok", false))
-    return Fail(io, Status::IOError(reply->value("error", "save failed"), EIO));
+    return Fail(io, Status::Relayed(reply->value("error", "save failed")));
   io.out << "stashfs: " << reply->value("message", "saved") << "\n";
   return kExitOk;
 }

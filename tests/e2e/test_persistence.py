@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import stat
 import time
 from pathlib import Path
@@ -405,6 +406,28 @@ def test_umount_of_a_dead_mount_frees_the_directory(mount_factory):
     assert not os.path.ismount(m.path)
     m2 = mount_factory(volume="dead")
     assert (m2.path / "f").read_text() == "committed\n"
+
+
+def test_umount_of_a_busy_mount_is_refused_in_one_line_and_changes_nothing(mount_factory):
+    """A process with its working directory in the mount keeps it busy: `stashfs umount` says so
+    in one line (the daemon's words, no strerror tacked on), exits 1, and the mount serves on;
+    once the process is gone the same command unmounts and the data is there after a remount."""
+    m = mount_factory(volume="busy")
+    (m.path / "f").write_text("kept\n")
+    holder = subprocess.Popen(["sleep", "600"], cwd=m.path)
+    try:
+        res = run_stashfs(None, "umount", str(m.path), check=False)
+        assert res.returncode == 1, res
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"stashfs: {m.path} is busy"), res.stderr
+        assert "Input/output error" not in res.stderr, res.stderr
+        assert os.path.ismount(m.path) and (m.path / "f").read_text() == "kept\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    m.umount()
+    m2 = mount_factory(volume="busy")
+    assert (m2.path / "f").read_text() == "kept\n"
 
 
 def test_big_file_stored_while_written_then_patched_persists(mount_factory):
