@@ -121,6 +121,12 @@ class PosixEnv final : public Env {
     return Status::Ok();
   }
 
+  Status Link(const std::string& from, const std::string& to) override {
+    if (::link(from.c_str(), to.c_str()) != 0)
+      return Status::IOError("linking " + from + " to " + to, errno);
+    return Status::Ok();
+  }
+
   Status SyncDir(const std::string& path) override {
     int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Status::IOError("opening directory " + path, errno);
@@ -152,6 +158,16 @@ class PosixEnv final : public Env {
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return Status::IOError("stat " + path, errno);
     return static_cast<uint64_t>(st.st_size);
+  }
+
+  Result<FileStat> Stat(const std::string& path) override {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return Status::NotFound(path + " does not exist");
+      return Status::IOError("stat " + path, errno);
+    }
+    return FileStat{static_cast<uint64_t>(st.st_size), static_cast<int64_t>(st.st_mtime),
+                    S_ISDIR(st.st_mode)};
   }
 };
 

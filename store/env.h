@@ -46,6 +46,12 @@ class File {
   std::string path_;
 };
 
+struct FileStat {
+  uint64_t size = 0;
+  int64_t modified = 0;  // st_mtime, seconds since the epoch
+  bool is_dir = false;
+};
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -57,11 +63,16 @@ class Env {
   virtual Status MakeDirs(const std::string& path, mode_t mode) = 0;
   virtual Status Remove(const std::string& path) = 0;  // ENOENT is not an error
   virtual Status Rename(const std::string& from, const std::string& to) = 0;
+  // A second name for a file, failing with errno EEXIST if `to` exists: the one atomic
+  // create-if-absent a directory offers for a file whose contents are already written.
+  virtual Status Link(const std::string& from, const std::string& to) = 0;
   // fsync of a directory, so a created, renamed or removed name in it is durable.
   virtual Status SyncDir(const std::string& path) = 0;
   virtual Result<std::vector<std::string>> List(const std::string& dir) = 0;
   virtual bool Exists(const std::string& path) = 0;
   virtual Result<uint64_t> FileSize(const std::string& path) = 0;
+  // NotFound if nothing has that name.
+  virtual Result<FileStat> Stat(const std::string& path) = 0;
 };
 
 // Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync of the dir.

@@ -58,6 +58,11 @@ class FaultEnv final : public Env {
   Status Remove(const std::string& path) override;
   Status Rename(const std::string& from, const std::string& to) override;
   Status SyncDir(const std::string& path) override;
+  // A new name is durable at once in this crash model, like the others.
+  Status Link(const std::string& from, const std::string& to) override {
+    return base_->Link(from, to);
+  }
+  Result<FileStat> Stat(const std::string& path) override { return base_->Stat(path); }
   Result<std::vector<std::string>> List(const std::string& dir) override {
     return base_->List(dir);
   }
