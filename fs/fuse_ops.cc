@@ -1,4 +1,5 @@
 #include "fs/fuse_ops.h"
+#include "store/log.h"
 
 #include <sys/xattr.h>
 
@@ -45,7 +46,7 @@ void ReplyError(fuse_req_t req, const Status& s) {
   int err = s.errno_value();
   if (s.code() == Code::kCorruption) err = EIO;
   if (err == 0) err = EIO;
-  if (!s.message().empty()) std::fprintf(stderr, "stashfs: %s\n", s.message().c_str());
+  if (!s.message().empty()) LogError(s.message());
   fuse_reply_err(req, err);
 }
 

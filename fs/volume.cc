@@ -1,4 +1,5 @@
 #include "fs/volume.h"
+#include "store/log.h"
 
 #include <sys/resource.h>
 
@@ -70,7 +71,7 @@ Result<std::unique_ptr<Volume>> Volume::Open(Store* store, const VolumeInfo& inf
 
 Volume::~Volume() {
   Status s = Shutdown();
-  if (!s.ok()) std::fprintf(stderr, "stashfs: %s\n", s.message().c_str());
+  if (!s.ok()) LogError(s.message());
 }
 
 Status Volume::LoadRoot(const Hash& root) {
@@ -124,7 +125,7 @@ Status Volume::Shutdown() {
 }
 
 void Volume::RecordError(const Status& s) {
-  std::fprintf(stderr, "stashfs: %s\n", s.message().c_str());
+  LogError(s.message());
   std::lock_guard lock(error_mu_);
   if (background_error_.ok()) background_error_ = s;
 }

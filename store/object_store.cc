@@ -1,4 +1,5 @@
 #include "store/object_store.h"
+#include "store/log.h"
 
 #include <fcntl.h>
 
@@ -39,8 +40,7 @@ std::shared_ptr<ObjectStore::OpenBlock> ObjectStore::NewBuilder() {
 ObjectStore::~ObjectStore() {
   if (mount_id_) {
     Status s = Close();
-    if (!s.ok())
-      std::fprintf(stderr, "stashfs: closing the object store: %s\n", s.message().c_str());
+    if (!s.ok()) LogError("closing the object store: " + s.message());
   }
 }
 
@@ -682,7 +682,7 @@ Result<ObjectData> ObjectStore::Extract(const std::shared_ptr<CachedBlock>& blk,
                           std::to_string(size) + " bytes) in " + PackPath(packs_dir_, loc.pack_id) +
                           " is damaged: its bytes do not match their SHA-256; run `stashfs fsck "
                           "--repair`";
-        std::fprintf(stderr, "stashfs: %s\n", msg.c_str());
+        LogError(msg);
         return Status::Corruption(msg);
       }
       blk->verified.insert(offset);

@@ -1,4 +1,5 @@
 #include "store/store.h"
+#include "store/log.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -172,7 +173,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& opts) {
 Store::~Store() {
   if (writer_id_) {
     Status st = UnregisterWriter();
-    if (!st.ok()) std::fprintf(stderr, "stashfs: %s\n", st.message().c_str());
+    if (!st.ok()) LogError(st.message());
   }
 }
 
@@ -629,7 +630,7 @@ Status Store::AddRef(Db* w, ObjectKind kind, const Hash& hash, int delta) {
       if (delta > 0) return children.status();
       // Dropping a damaged object: its children keep a stale reference that fsck --repair
       // recounts; refusing would make the damage impossible to remove.
-      std::fprintf(stderr, "stashfs: %s\n", children.status().message().c_str());
+      LogWarning(children.status().message());
       continue;
     }
     stack.insert(stack.end(), children->begin(), children->end());

@@ -14,6 +14,10 @@
 
 namespace stashfs::cli {
 
+LogSink LogTo(Io& io) {
+  return [&io](LogLevel, std::string_view message) { io.err << "stashfs: " << message << "\n"; };
+}
+
 Io Io::Std() {
   return Io{std::cout, std::cerr, static_cast<bool>(isatty(2))};
 }

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "store/log.h"
 #include "store/store.h"
 #include "tools/io.h"
 
@@ -58,6 +59,9 @@ Result<MountInfo> DaemonFor(Store& store, const std::string& dir);
 // Opens the store named by the options (or the default), for commands other than mount.
 Result<std::unique_ptr<Store>> OpenStore(const GlobalOptions& g, bool create);
 std::string StoreDir(const GlobalOptions& g);
+// Where the store's and the mount's own messages (store/log.h) go while a command runs: its
+// stderr, in the same "stashfs: <message>" form as its error line.
+LogSink LogTo(Io& io);
 // Prints "stashfs: <message>" as the one error line and returns kExitError.
 int Fail(Io& io, const Status& s);
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "fs/session.h"
 #include "fs/volume.h"
 #include "store/config.h"
+#include "store/log.h"
 #include "store/maintenance.h"
 #include "tools/commands.h"
 #include "tools/control.h"
@@ -189,7 +191,7 @@ struct Daemon {
     if (!keep.empty()) po.keep.insert(keep);
     auto r = Prune(*store, po);
     if (!r.ok()) {
-      std::fprintf(stderr, "stashfs: automatic prune: %s\n", r.status().message().c_str());
+      LogWarning("automatic prune: " + r.status().message());
       return r.status().code() == Code::kBusy ? ""
                                               : "automatic prune failed: " + r.status().message();
     }
@@ -211,7 +213,7 @@ struct Daemon {
              {"bytes_read_from_store", d.bytes_read_store.load()},
              {"files_read_from_store", c.files_read_from_base.load()}}) {
       Status s = store->AddCounter(name, static_cast<int64_t>(v));
-      if (!s.ok()) std::fprintf(stderr, "stashfs: %s\n", s.message().c_str());
+      if (!s.ok()) LogWarning(s.message());
     }
   }
 
@@ -284,11 +286,10 @@ void SignalThread(Daemon* d, sigset_t set) {
   while (sigwait(&set, &sig) == 0) {
     std::lock_guard use(d->use_mu);
     if (d->closing) continue;  // already unmounting; the session may be gone
-    std::fprintf(stderr, "stashfs: %s received, unmounting %s\n", strsignal(sig),
-                 d->opts.dir.c_str());
+    LogInfo(std::string(strsignal(sig)) + " received, unmounting " + d->opts.dir);
     (void)d->session->SyncKernelCache();
     Status s = d->session->Unmount(true);
-    if (!s.ok()) std::fprintf(stderr, "stashfs: %s\n", s.message().c_str());
+    if (!s.ok()) LogError(s.message());
   }
 }
 
@@ -322,10 +323,8 @@ Result<VolumeInfo> RestoreKey(Store& store, const MountOptions& opts, KeyState* 
   Hash root;
   if (snap) {
     if (snap->damaged) {
-      std::fprintf(stderr,
-                   "stashfs: snapshot '%s' is marked damaged by fsck; files that lost data "
-                   "read as EIO\n",
-                   snap->key.c_str());
+      LogWarning("snapshot '" + snap->key +
+                 "' is marked damaged by fsck; files that lost data read as EIO");
     }
     ks->matched_key = snap->key;
     ks->damaged = snap->damaged;
@@ -402,6 +401,22 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
       ::dup2(log, 2);
       ::close(log);
     }
+    // Every mount of the store shares that log: each line says when, which daemon and which
+    // mount, as syslog would.
+    std::string who = "stashfs[" + std::to_string(::getpid()) + "] " + opts.dir + ": ";
+    SetLogSink([who](LogLevel level, std::string_view message) {
+      char when[32];
+      std::time_t now = std::time(nullptr);
+      struct tm tm;
+      ::gmtime_r(&now, &tm);
+      std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+      std::string line = when + who;
+      if (level == LogLevel::kError) line += "error: ";
+      if (level == LogLevel::kWarning) line += "warning: ";
+      line.append(message);
+      line.push_back('\n');
+      (void)!::write(2, line.data(), line.size());
+    });
   }
   auto writer = d.store->RegisterWriter(opts.dir);
   if (!writer.ok()) return fail(writer.status());
@@ -497,8 +512,7 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   }
   Status unreg = d.store->UnregisterWriter();
   if (st.ok()) st = unreg;
-  if (!st.ok())
-    std::fprintf(stderr, "stashfs: unmounting %s: %s\n", opts.dir.c_str(), st.message().c_str());
+  if (!st.ok()) LogError("unmounting " + opts.dir + ": " + st.message());
   d.volume_lock.reset();  // before anyone hears we are done: the volume is free from now on
   result["ok"] = st.ok();
   result["message"] = st.ok() ? done : st.message();

@@ -111,6 +111,7 @@ int main(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitUsage;
   }
   Io io = Io::Std();
+  stashfs::ScopedLogSink log(LogTo(io));
   m.key_given = key_opt->count() > 0;
   m.volume_given = vol->count() > 0;
   if (*mount) return CmdMount(g, m, io);

@@ -44,6 +44,7 @@ class CliTest : public test::StoreTest {
   Run Do(F&& cmd) {
     std::ostringstream out, err;
     Io io{out, err};
+    ScopedLogSink log(LogTo(io));
     int code = cmd(io);
     return {code, out.str(), err.str()};
   }

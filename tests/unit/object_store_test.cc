@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "store/log.h"
 #include "store_fixture.h"
 #include "test_util.h"
 
@@ -258,9 +259,17 @@ TEST_F(ObjectStoreTest, DamagedObjectInSharedBlockIsCorruption) {
   ReopenStore();
   FlipByte(loc[0], static_cast<uint64_t>(loc[1] + loc[2] + loc[3] + 17));
 
+  // A mount serving the read answers EIO; the log is where its user learns what to do.
+  std::vector<std::string> logged;
+  ScopedLogSink capture([&](LogLevel level, std::string_view m) {
+    if (level == LogLevel::kError) logged.emplace_back(m);
+  });
   auto r = objects().Get(ObjectKind::kChunk, hs[5]);
   EXPECT_CODE(r, Code::kCorruption);
   EXPECT_NE(r.status().message().find(hs[5].hex()), std::string::npos) << r.status().message();
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ(logged[0], r.status().message());
+  EXPECT_NE(logged[0].find("stashfs fsck --repair"), std::string::npos) << logged[0];
   EXPECT_EQ(objects().counters().corrupt_objects.load(), 1u);
   // Still damaged when asked again (the block is cached, the check is not skipped).
   EXPECT_CODE(objects().Get(ObjectKind::kChunk, hs[5]), Code::kCorruption);
