@@ -9,6 +9,10 @@ int main(int argc, char** argv) {
   CLI::App app{"stashfs: a deduplicated, compressed filesystem for build and package caches"};
   app.set_version_flag("--version", std::string("stashfs ") + STASHFS_VERSION);
   app.require_subcommand(1);
+  // Global options may come after the subcommand too (`stashfs mount --store S ...`), as the
+  // README promises: subcommands created below inherit this and hand options they do not know
+  // to the app.
+  app.fallthrough();
   GlobalOptions g;
   // $STASHFS_STORE is read by DefaultStoreDir(), not here, so that g.store is set only by an
   // explicit --store: umount/status/save of a mount otherwise use the mount's own store.

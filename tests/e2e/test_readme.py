@@ -342,3 +342,39 @@ exec setpriv --reuid 65534 --regid 65534 --clear-groups env HOME={tmp_path}/home
     assert "/dev/fuse is not readable and writable by nobody" in lines[0], lines[0]
     assert "run as root" in lines[0], lines[0]
     assert not (clone / "build").exists() and not (tmp_path / "home").exists()
+
+
+def test_every_command_takes_store_after_the_subcommand_too(tmp_path):
+    """README: 'Every command takes --store DIR'. Users write it after the subcommand as often
+    as before it; both must reach the same store (and no other: STASHFS_STORE points elsewhere)."""
+    from conftest import stashfs_bin
+    store, mnt, other = tmp_path / "store", tmp_path / "mnt", tmp_path / "elsewhere"
+    mnt.mkdir()
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "STASHFS_STORE": str(other)}
+    S = ["--store", str(store)]
+
+    def run(*args):
+        r = subprocess.run([stashfs_bin(), *args], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, f"stashfs {' '.join(args)}: exit {r.returncode}: {r.stderr}"
+        return r.stdout + r.stderr
+
+    run("mount", *S, "--volume", "v", str(mnt))
+    (mnt / "f").write_text("through --store after the subcommand\n")
+    run("save", str(mnt), *S, "--key", "k1")
+    assert "volume:" in run("status", str(mnt), *S)
+    run("umount", str(mnt), *S)
+    assert re.search(r"^snapshot +k1 ", run("ls", *S), re.M)
+    assert "store:" in run("stats", *S)
+    run("config", *S, "max_age", "30d")
+    assert "30d" in run("config", *S, "max_age")
+    run("export", "k1", *S, "-o", str(tmp_path / "k1.stash"))
+    run("import", str(tmp_path / "k1.stash"), *S, "--key", "k2")
+    run("rm", "k1", *S)
+    run("gc", *S, "--dry-run")
+    run("prune", *S, "--dry-run")
+    run("fsck", *S)
+    listing = run("ls", "--store", str(store))
+    assert "k2" in listing and "k1 " not in listing, listing
+    assert not other.exists(), "a command used STASHFS_STORE although --store was given"
