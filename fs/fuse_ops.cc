@@ -86,7 +86,7 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
     if (conn->capable & cap) conn->want |= cap;
   };
   // The kernel keeps written pages and sends them in large batches; it also owns size and
-  // mtime while pages are dirty (FUSE-NOTES.md).
+  // mtime while pages are dirty (ARCHITECTURE.md, "What FUSE costs").
   if (ctx->config.writeback_cache) want(FUSE_CAP_WRITEBACK_CACHE);
   want(FUSE_CAP_PARALLEL_DIROPS);
   want(FUSE_CAP_CACHE_SYMLINKS);
@@ -218,7 +218,8 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
 }
 
 // Answering OPEN with ENOSYS makes the kernel skip OPEN and RELEASE for every later open and
-// keep the page cache across opens: warm small-file reads cost no round trip (FUSE-NOTES.md).
+// keep the page cache across opens: warm small-file reads cost no round trip
+// (ARCHITECTURE.md, "What FUSE costs").
 void OpOpen(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
   OpTimer timer(req, FuseOp::kOpen);
   fuse_reply_err(req, ENOSYS);
