@@ -10,7 +10,8 @@
 #include "fs/session.h"
 #include "store/maintenance.h"
 #include "tools/control.h"
-#include "tools/util.h"
+#include "tools/format.h"
+#include "tools/mounts.h"
 
 namespace stashfs::cli {
 

@@ -22,7 +22,8 @@
 #include "store/maintenance.h"
 #include "tools/commands.h"
 #include "tools/control.h"
-#include "tools/util.h"
+#include "tools/format.h"
+#include "tools/mounts.h"
 
 namespace stashfs::cli {
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "tools/format.h"
 #include "tools/io.h"
-#include "tools/util.h"
 
 namespace stashfs::cli {
 

@@ -10,8 +10,9 @@
 #include "store/archive.h"
 #include "tools/commands.h"
 #include "tools/control.h"
+#include "tools/format.h"
+#include "tools/mounts.h"
 #include "tools/progress.h"
-#include "tools/util.h"
 
 namespace stashfs::cli {
 

@@ -1,12 +1,13 @@
-// Commands that keep a store healthy: gc, prune, fsck, config.
+// Commands that keep a store healthy: gc, prune, fsck, config (the store side is
+// store/maintenance.cc).
 #include <iomanip>
 
 #include "store/config.h"
 #include "store/maintenance.h"
 #include "tools/commands.h"
 #include "tools/control.h"
+#include "tools/format.h"
 #include "tools/progress.h"
-#include "tools/util.h"
 
 namespace stashfs::cli {
 

@@ -1,19 +1,13 @@
-// Small helpers for the command line: sizes and ages, the mount table, mountpoint checks.
+// The mount table as the command line needs it: which mount is at a path, and whether a
+// directory can be mounted on.
 #pragma once
 
-#include <cstdint>
 #include <optional>
 #include <string>
 
-#include "store/config.h"
 #include "store/status.h"
-#include "store/store.h"
 
 namespace stashfs::cli {
-
-std::string FormatSize(uint64_t bytes);
-std::string FormatAge(int64_t seconds);
-std::string FormatTime(int64_t unix_seconds);
 
 struct MountEntry {
   std::string mountpoint;
