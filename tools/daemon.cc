@@ -362,14 +362,10 @@ std::string KeyMessage(const KeyState& ks, const MountOptions& opts) {
          " starts empty" + save;
 }
 
-int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io& io) {
-  // Decompressed blocks (256 KiB to 2 MiB) are allocated and freed by many threads. A fixed
-  // mmap threshold returns them to the system when freed, and fewer arenas keep the rest from
-  // fragmenting across twenty threads; without this the daemon's RSS drifts upward.
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-  mallopt(M_ARENA_MAX, 4);
-  // Block the signals before any thread starts (opening the store starts its worker pool), so
-  // only SignalThread sees them; one that arrives while starting up is handled once it runs.
+// Blocks the signals that stop a mount before any thread starts (opening the store starts its
+// worker pool), so only SignalThread sees them; one that arrives while starting up is handled
+// once it runs.
+sigset_t BlockStopSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -377,78 +373,68 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  Ready ready(ready_fd, opts, io);
-  auto fail = [&](const Status& s) {
-    ready.Error(s);
-    return kExitError;
-  };
-  Daemon d;
-  d.opts = opts;
+  return set;
+}
+
+// A detached daemon's messages go to the store's log, which every mount of the store shares:
+// each line says when, which daemon and which mount, as syslog would.
+void LogToStore(const std::string& store_dir, const std::string& mountpoint) {
+  int log =
+      ::open((store_dir + "/stashfs.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (log >= 0) {
+    ::dup2(log, 2);
+    ::close(log);
+  }
+  std::string who = "stashfs[" + std::to_string(::getpid()) + "] " + mountpoint + ": ";
+  SetLogSink([who](LogLevel level, std::string_view message) {
+    char when[32];
+    std::time_t now = std::time(nullptr);
+    struct tm tm;
+    ::gmtime_r(&now, &tm);
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+    std::string line = when + who;
+    if (level == LogLevel::kError) line += "error: ";
+    if (level == LogLevel::kWarning) line += "warning: ";
+    line.append(message);
+    line.push_back('\n');
+    (void)!::write(2, line.data(), line.size());
+  });
+}
+
+// Opens the store, finds or restores the volume, locks it and mounts it; on success *info is
+// what the mount reports to the user (the start-up line, and --output json).
+Status StartMount(Daemon& d, const GlobalOptions& g, bool detached, sigset_t signals, Json* info) {
+  const MountOptions& opts = d.opts;
   StoreOptions so;
   so.dir = StoreDir(g);
-  auto config = LoadConfig(Env::Default(), so.dir);
-  if (!config.ok()) return fail(config.status());
-  d.config = *config;
+  ASSIGN_OR_RETURN(d.config, LoadConfig(Env::Default(), so.dir));
   so.objects.compression_level = d.config.compression_level;
   so.objects.block_cache_bytes = d.config.block_cache_size;
   auto store = Store::Open(so);
-  if (!store.ok()) return fail(store.status().context("opening store " + so.dir));
+  if (!store.ok()) return store.status().context("opening store " + so.dir);
   d.store = std::move(*store);
-  if (ready_fd >= 0) {
-    // From here on the daemon's own messages go to the store's log.
-    int log = ::open((d.store->dir() + "/stashfs.log").c_str(),
-                     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log >= 0) {
-      ::dup2(log, 2);
-      ::close(log);
-    }
-    // Every mount of the store shares that log: each line says when, which daemon and which
-    // mount, as syslog would.
-    std::string who = "stashfs[" + std::to_string(::getpid()) + "] " + opts.dir + ": ";
-    SetLogSink([who](LogLevel level, std::string_view message) {
-      char when[32];
-      std::time_t now = std::time(nullptr);
-      struct tm tm;
-      ::gmtime_r(&now, &tm);
-      std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ ", &tm);
-      std::string line = when + who;
-      if (level == LogLevel::kError) line += "error: ";
-      if (level == LogLevel::kWarning) line += "warning: ";
-      line.append(message);
-      line.push_back('\n');
-      (void)!::write(2, line.data(), line.size());
-    });
-  }
-  auto writer = d.store->RegisterWriter(opts.dir);
-  if (!writer.ok()) return fail(writer.status());
+  if (detached) LogToStore(d.store->dir(), opts.dir);
+  RETURN_IF_ERROR(d.store->RegisterWriter(opts.dir).status());
   std::string name = opts.volume.empty() ? "default" : opts.volume;
   std::string message;
   if (!opts.key.empty()) {
-    auto vol = RestoreKey(*d.store, opts, &d.key);
-    if (!vol.ok()) return fail(vol.status());
-    d.volume_info = *vol;
+    ASSIGN_OR_RETURN(d.volume_info, RestoreKey(*d.store, opts, &d.key));
     message = KeyMessage(d.key, opts);
   } else {
-    auto vol = ResolveVolume(*d.store, name);
-    if (!vol.ok()) return fail(vol.status());
-    d.volume_info = *vol;
+    ASSIGN_OR_RETURN(d.volume_info, ResolveVolume(*d.store, name));
     message = "mounted volume '" + name + "' at " + opts.dir;
   }
-  auto lock = d.store->LockVolume(d.volume_info);
-  if (!lock.ok()) return fail(lock.status());
-  d.volume_lock = std::move(*lock);
-  if (Status s = d.store->SetMountVolume(d.volume_info.id); !s.ok()) return fail(s);
+  ASSIGN_OR_RETURN(d.volume_lock, d.store->LockVolume(d.volume_info));
+  RETURN_IF_ERROR(d.store->SetMountVolume(d.volume_info.id));
 
   fs::VolumeOptions vo;
   vo.read_only = opts.read_only;
   vo.commit_interval_s = d.config.commit_interval;
   vo.kernel_owns_write_times = true;  // the session enables FUSE's writeback cache
   vo.mem_total_max = static_cast<int64_t>(d.config.memory_staging_size);
-  auto volume = fs::Volume::Open(d.store.get(), d.volume_info, vo);
-  if (!volume.ok()) return fail(volume.status());
-  d.volume = std::move(*volume);
-
+  ASSIGN_OR_RETURN(d.volume, fs::Volume::Open(d.store.get(), d.volume_info, vo));
   d.volume->Start();
+
   fs::SessionOptions sess;
   sess.mountpoint = opts.dir;
   // STORE:VOLUME (STORE:key for a key mount), as NFS shows SERVER:PATH: `df` and `mount` show
@@ -457,31 +443,33 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   sess.allow_other = opts.allow_other;
   sess.read_only = opts.read_only;
   sess.fuse_options = opts.fuse_options;
-  auto session = fs::FuseSession::Mount(d.volume.get(), sess);
-  if (!session.ok()) return fail(session.status());
-  d.session = std::move(*session);
-  auto control = ControlServer::Start(
-      [&d](const Json& req, std::shared_ptr<ControlConnection> c) { d.HandleControl(req, c); });
-  if (!control.ok()) return fail(control.status());
-  d.control = std::move(*control);
-  std::thread(SignalThread, &d, set).detach();
+  ASSIGN_OR_RETURN(d.session, fs::FuseSession::Mount(d.volume.get(), sess));
+  ASSIGN_OR_RETURN(
+      d.control, ControlServer::Start([&d](const Json& req, std::shared_ptr<ControlConnection> c) {
+        d.HandleControl(req, c);
+      }));
+  std::thread(SignalThread, &d, signals).detach();
 
-  Json info = {
+  *info = {
       {"message", message}, {"mountpoint", opts.dir}, {"store", d.store->dir()}, {"pid", getpid()}};
   if (d.key.enabled) {
-    info["key"] = d.key.key;
-    info["result"] = d.key.result;
-    info["cache_hit"] = d.key.result == "exact";
-    info["damaged"] = d.key.damaged;
-    info["matched_key"] = d.key.matched_key.empty() ? Json(nullptr) : Json(d.key.matched_key);
-    info["files"] = d.key.files;
-    info["logical_bytes"] = d.key.bytes;
+    (*info)["key"] = d.key.key;
+    (*info)["result"] = d.key.result;
+    (*info)["cache_hit"] = d.key.result == "exact";
+    (*info)["damaged"] = d.key.damaged;
+    (*info)["matched_key"] = d.key.matched_key.empty() ? Json(nullptr) : Json(d.key.matched_key);
+    (*info)["files"] = d.key.files;
+    (*info)["logical_bytes"] = d.key.bytes;
   } else {
-    info["volume"] = name;
+    (*info)["volume"] = name;
   }
-  ready.Ok(info);
+  return Status::Ok();
+}
 
-  Status st = d.session->Loop();
+// After the request loop ended (umount, signal, or the kernel's unmount): stores everything,
+// saves the key, prunes if the store is over its size, and tells whoever waits how it went.
+int FinishMount(Daemon& d, Status st) {
+  const MountOptions& opts = d.opts;
   {
     std::lock_guard use(d.use_mu);  // waits for a control request or signal in progress
     d.closing = true;
@@ -489,7 +477,7 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   Status shut = d.volume->Shutdown();
   if (st.ok()) st = shut;
   std::string done = "unmounted " + opts.dir;
-  if (!d.key.enabled) done += "; volume '" + name + "' committed";
+  if (!d.key.enabled) done += "; volume '" + d.volume_info.name + "' committed";
   if (d.key.enabled && st.ok()) {
     auto saved = d.SaveKeyAtExit();
     if (saved.ok()) {
@@ -521,6 +509,25 @@ int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io
   d.Finish(result);
   d.control.reset();
   return st.ok() ? kExitOk : kExitError;
+}
+
+int RunDaemon(const GlobalOptions& g, const MountOptions& opts, int ready_fd, Io& io) {
+  // Decompressed blocks (256 KiB to 2 MiB) are allocated and freed by many threads. A fixed
+  // mmap threshold returns them to the system when freed, and fewer arenas keep the rest from
+  // fragmenting across twenty threads; without this the daemon's RSS drifts upward.
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  mallopt(M_ARENA_MAX, 4);
+  sigset_t signals = BlockStopSignals();
+  Ready ready(ready_fd, opts, io);
+  Daemon d;
+  d.opts = opts;
+  Json info;
+  if (Status s = StartMount(d, g, ready_fd >= 0, signals, &info); !s.ok()) {
+    ready.Error(s);
+    return kExitError;
+  }
+  ready.Ok(info);
+  return FinishMount(d, d.session->Loop());
 }
 
 // GitHub Actions reads step outputs from the file named by $GITHUB_OUTPUT; the names follow
