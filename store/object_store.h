@@ -235,8 +235,17 @@ class ObjectStore {
   // Shared: decompressed blocks handed to readers return to it when the last one lets go.
   std::shared_ptr<BufferPool> buffers_ = std::make_shared<BufferPool>();
 
-  // mu_ guards staging state and generations. Lock order: flush_mu_ -> mu_; pack_mu_ and mu_
-  // are never held together; the catalog writer is taken with neither mu_ nor pack_mu_ held.
+  // Locks, outermost first; any nesting not listed here is a bug.
+  //   flush_mu_  one Flush at a time. While holding it a Flush takes mu_, pack_mu_ and the
+  //              catalog writer, one at a time, never two together.
+  //   mu_        staging state and generations. Holding it, only leaves (the BufferPool's
+  //              lock, to copy a staged object for a reader).
+  //   pack_mu_   the open pack. Holding it, only leaves (PackFiles' lock). Never with mu_.
+  //   catalog writer (Catalog::write()): never taken with mu_ or pack_mu_ held; Put pins an
+  //              object between two mu_ sections, and commits release pins inside it.
+  //   cache_mu_, load_mu_, loc_mu_, CachedBlock::mu, PackFiles' and BufferPool's locks:
+  //              leaves. Each is taken alone, and a thread holding one takes nothing else
+  //              (LoadBlock drops load_mu_ before it reads and before CacheInsert).
   std::mutex mu_;
   std::condition_variable inflight_cv_;
   std::unordered_map<ObjectKey, Pending, ObjectKeyHasher> pending_;
