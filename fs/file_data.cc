@@ -21,33 +21,11 @@ bool AllZero(std::span<const uint8_t> d) {
   return d[0] == 0 && std::memcmp(d.data(), d.data() + 1, d.size() - 1) == 0;
 }
 
-Status PreadAll(int fd, uint64_t off, char* out, size_t n) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(fd, out + done, n - done, static_cast<off_t>(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::IOError("reading scratch file", errno);
-    }
-    if (r == 0) {
-      std::memset(out + done, 0, n - done);  // past the scratch file's end: a hole
-      return Status::Ok();
-    }
-    done += static_cast<size_t>(r);
-  }
-  return Status::Ok();
-}
-
-Status PwriteAll(int fd, uint64_t off, const char* data, size_t n) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pwrite(fd, data + done, n - done, static_cast<off_t>(off + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::IOError("writing scratch file", errno);
-    }
-    done += static_cast<size_t>(r);
-  }
+// Reads n bytes of a scratch file; past its end (a truncate extended it) they are a hole: zeros.
+Status PreadAll(File& f, uint64_t off, char* out, size_t n) {
+  size_t got = 0;
+  RETURN_IF_ERROR(f.pread(off, out, n, &got));
+  if (got < n) std::memset(out + got, 0, n - got);
   return Status::Ok();
 }
 
@@ -164,7 +142,7 @@ namespace {
 // buffer moved ~1.5 MiB for every chunk cut). `on_step`, if set, runs each time another `step`
 // bytes have been cut (a flush punches what it has stored), with the one buffer kept: taking a
 // fresh one per step cost a page fault and a zeroed page per 4 KiB of it.
-Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, bool parallel,
+Status ChunkScratch(File& scratch, uint64_t* pos, uint64_t end, bool whole_windows, bool parallel,
                     uint64_t budget, const std::atomic<int>* stop, const ChunkerParams& params,
                     ContentBuilder* b, BufferPool* pool, uint64_t step = 0,
                     const std::function<void()>& on_step = nullptr) {
@@ -186,7 +164,7 @@ Status ChunkScratch(int fd, uint64_t* pos, uint64_t end, bool whole_windows, boo
       tail -= head;
       head = 0;
       size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size() - tail, read_end - have_to));
-      st = PreadAll(fd, have_to, reinterpret_cast<char*>(buf.data()) + tail, want);
+      st = PreadAll(scratch, have_to, reinterpret_cast<char*>(buf.data()) + tail, want);
       if (!st.ok()) break;
       tail += want;
     }
@@ -263,9 +241,9 @@ void FileData::DropStaging() {
     AccountMemory(-static_cast<int64_t>(mem_.capacity()));
     std::string().swap(mem_);
   } else if (stage_ == Stage::kScratch) {
-    ::close(fd_);
-    ::unlink(scratch_path_.c_str());
-    fd_ = -1;
+    // A stream step or flush still reading keeps its own reference to the open file.
+    scratch_.reset();
+    (void)ctx_->env->Remove(scratch_path_);
     scratch_path_.clear();
   }
   punched_ = 0;
@@ -367,7 +345,7 @@ Result<size_t> FileData::Read(uint64_t off, size_t n, char* out) {
         k = static_cast<size_t>(std::min<uint64_t>(n, punched_ - off));
         RETURN_IF_ERROR(ReadStored(punched_view_, off, k, out));
       }
-      if (k < n) RETURN_IF_ERROR(PreadAll(fd_, off + k, out + k, n - k));
+      if (k < n) RETURN_IF_ERROR(PreadAll(*scratch_, off + k, out + k, n - k));
       return n;
     }
     view = view_;
@@ -378,12 +356,11 @@ Result<size_t> FileData::Read(uint64_t off, size_t n, char* out) {
 }
 
 Status FileData::CreateScratch() {
-  if (::mkdir(ctx_->scratch_dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return Status::IOError("creating scratch directory " + ctx_->scratch_dir, errno);
+  RETURN_IF_ERROR(ctx_->env->MakeDirs(ctx_->scratch_dir, 0700).context("creating scratch space"));
   std::string path = ctx_->scratch_dir + "/" + std::to_string(ctx_->next_scratch_id++);
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::IOError("creating scratch file " + path, errno);
-  fd_ = fd;
+  auto f = ctx_->env->Open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (!f.ok()) return f.status().context("creating a scratch file");
+  scratch_ = std::move(*f);
   scratch_path_ = path;
   stage_ = Stage::kScratch;
   return Status::Ok();
@@ -395,10 +372,8 @@ Status FileData::SpillToScratch() {
   mem_.clear();
   stage_ = Stage::kNone;
   RETURN_IF_ERROR(CreateScratch());
-  Status st = PwriteAll(fd_, 0, mem.data(), mem.size());
-  if (st.ok() && ::ftruncate(fd_, static_cast<off_t>(size_)) != 0)
-    st = Status::IOError("sizing scratch file", errno);
-  return st;
+  RETURN_IF_ERROR(scratch_->pwrite(0, mem.data(), mem.size()));
+  return scratch_->truncate(size_);
 }
 
 Status FileData::CopyStoredToScratch(const std::shared_ptr<const ContentView>& view, uint64_t end) {
@@ -409,7 +384,7 @@ Status FileData::CopyStoredToScratch(const std::shared_ptr<const ContentView>& v
     size_t k = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - off));
     RETURN_IF_ERROR(ReadStored(view, off, k, buf.data()));
     if (!AllZero(std::span(reinterpret_cast<const uint8_t*>(buf.data()), k)))
-      RETURN_IF_ERROR(PwriteAll(fd_, off, buf.data(), k));
+      RETURN_IF_ERROR(scratch_->pwrite(off, buf.data(), k));
     off += k;
   }
   return Status::Ok();
@@ -434,10 +409,9 @@ Status FileData::EnsureStaged(uint64_t new_end) {
       }
     } else {
       RETURN_IF_ERROR(CreateScratch());
-      if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
-        int err = errno;
+      if (Status st = scratch_->truncate(size_); !st.ok()) {
         DropStaging();
-        return Status::IOError("sizing scratch file", err);
+        return st;
       }
       if (size_) {
         ctx_->copy_ups++;
@@ -470,7 +444,7 @@ Status FileData::Write(uint64_t off, const char* data, size_t n, bool* stream_tu
     }
     std::memcpy(mem_.data() + off, data, n);
   } else {
-    RETURN_IF_ERROR(PwriteAll(fd_, off, data, n));
+    RETURN_IF_ERROR(scratch_->pwrite(off, data, n));
   }
   size_ = std::max(size_, off + n);
   dirty_ = true;
@@ -502,8 +476,8 @@ Status FileData::Truncate(uint64_t new_size) {
     mem_.resize(new_size);
     if (new_size < before / 2) mem_.shrink_to_fit();
     AccountMemory(static_cast<int64_t>(mem_.capacity()) - static_cast<int64_t>(before));
-  } else if (::ftruncate(fd_, static_cast<off_t>(new_size)) != 0) {
-    return Status::IOError("truncating scratch file", errno);
+  } else {
+    RETURN_IF_ERROR(scratch_->truncate(new_size));
   }
   size_ = new_size;
   dirty_ = true;
@@ -522,8 +496,8 @@ Status FileData::Extend(uint64_t end) {
     size_t before = mem_.capacity();
     mem_.resize(end);
     AccountMemory(static_cast<int64_t>(mem_.capacity()) - static_cast<int64_t>(before));
-  } else if (::ftruncate(fd_, static_cast<off_t>(end)) != 0) {
-    return Status::IOError("extending scratch file", errno);
+  } else {
+    RETURN_IF_ERROR(scratch_->truncate(end));
   }
   size_ = end;
   dirty_ = true;
@@ -540,17 +514,17 @@ void FileData::SetContent(const FileContent& content) {
   ++gen_;
 }
 
-Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint64_t size,
+Result<FileContent> FileData::BuildContent(const std::string& mem, File* scratch, uint64_t size,
                                            std::shared_ptr<ContentBuilder> prefix,
                                            uint64_t prefix_end, uint64_t gen) {
   if (!prefix && size <= kInlineMax) {
     FileContent c;
     c.size = size;
-    if (fd < 0) {
+    if (!scratch) {
       c.inline_data = mem;
     } else {
       c.inline_data.resize(size);
-      RETURN_IF_ERROR(PreadAll(fd, 0, c.inline_data.data(), size));
+      RETURN_IF_ERROR(PreadAll(*scratch, 0, c.inline_data.data(), size));
     }
     return c;
   }
@@ -559,7 +533,7 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
   // prefix already holds the chunks of [0, prefix_end).
   std::shared_ptr<ContentBuilder> b = prefix ? prefix : std::make_shared<ContentBuilder>(ctx_);
   Status st;
-  if (fd < 0) {
+  if (!scratch) {
     std::span<const uint8_t> all(reinterpret_cast<const uint8_t*>(mem.data()), mem.size());
     while (!all.empty() && st.ok()) {
       size_t len = NextChunkLength(all, ctx_->chunker);
@@ -570,20 +544,20 @@ Result<FileContent> FileData::BuildContent(const std::string& mem, int fd, uint6
     // Walk the scratch file's data segments; holes become hole runs without being read.
     uint64_t pos = prefix_end;
     while (pos < size && st.ok()) {
-      off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      int64_t data = scratch->seek(pos, SEEK_DATA);
       uint64_t seg_start = data < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(data), size);
       if (seg_start > pos) {
         b->AddHole(seg_start - pos);
         pos = seg_start;
         continue;
       }
-      off_t hole = ::lseek(fd, static_cast<off_t>(pos), SEEK_HOLE);
+      int64_t hole = scratch->seek(pos, SEEK_HOLE);
       uint64_t seg_end = hole < 0 ? size : std::min<uint64_t>(static_cast<uint64_t>(hole), size);
       if (seg_end <= pos) seg_end = size;
       // Punching what is stored out of the scratch file as it goes, as the stream does: a big
       // file's flush then never holds the file twice on disk.
-      st = ChunkScratch(fd, &pos, seg_end, /*whole_windows=*/false, /*parallel=*/true, UINT64_MAX,
-                        nullptr, ctx_->chunker, b.get(), &ctx_->objects->buffers(),
+      st = ChunkScratch(*scratch, &pos, seg_end, /*whole_windows=*/false, /*parallel=*/true,
+                        UINT64_MAX, nullptr, ctx_->chunker, b.get(), &ctx_->objects->buffers(),
                         ctx_->flush_punch_step, [&] { PunchFlushed(*b, gen); });
     }
   }
@@ -665,7 +639,7 @@ Status FileData::StreamStep(uint64_t budget) {
   const uint64_t window = ctx_->chunker.max_size;
   std::shared_ptr<ContentBuilder> b;
   uint64_t start, limit;
-  int fd;
+  std::shared_ptr<File> scratch;  // kept open even if a truncate drops the file's copy meanwhile
   {
     std::lock_guard lock(mu_);
     stream_queued_ = false;
@@ -676,8 +650,7 @@ Status FileData::StreamStep(uint64_t budget) {
     // A new stream reads from the start of the file, which must not be punched (only a copy
     // back that failed leaves it so; retry it).
     if (!stream_) RETURN_IF_ERROR(Unpunch());
-    fd = ::dup(fd_);
-    if (fd < 0) return Status::IOError("dup of scratch file", errno);
+    scratch = scratch_;
     if (!stream_) {
       stream_ = std::make_shared<ContentBuilder>(ctx_);
       stream_lease_.emplace(ctx_->objects->BeginLease());
@@ -687,17 +660,18 @@ Status FileData::StreamStep(uint64_t budget) {
   }
   // Only data the flush's segment walk would chunk the same way: [start, next hole). A stream
   // that starts in a hole is left to the flush.
-  off_t data = ::lseek(fd, static_cast<off_t>(start), SEEK_DATA);
-  off_t hole = ::lseek(fd, static_cast<off_t>(start), SEEK_HOLE);
-  uint64_t data_end = data == static_cast<off_t>(start) && hole > data
+  int64_t data = scratch->seek(start, SEEK_DATA);
+  int64_t hole = scratch->seek(start, SEEK_HOLE);
+  uint64_t data_end = data == static_cast<int64_t>(start) && hole > data
                           ? std::min<uint64_t>(static_cast<uint64_t>(hole), limit)
                           : start;
   // On this (low-priority streamer) thread, not the store's workers: the stream must only use
   // idle CPU. A flush waiting for the file takes over from where the step stops.
   uint64_t pos = start;
-  Status st = ChunkScratch(fd, &pos, data_end, /*whole_windows=*/true, /*parallel=*/false, budget,
-                           &flush_waiting_, ctx_->chunker, b.get(), &ctx_->objects->buffers());
-  ::close(fd);
+  Status st =
+      ChunkScratch(*scratch, &pos, data_end, /*whole_windows=*/true, /*parallel=*/false, budget,
+                   &flush_waiting_, ctx_->chunker, b.get(), &ctx_->objects->buffers());
+  scratch.reset();
   if (ctx_->after_stream_read) ctx_->after_stream_read();
   // The builder is ours while flush_mu_ is held: settle it here, outside mu_, so every chunk
   // of [0, pos) is known before the range is punched.
@@ -734,10 +708,9 @@ void FileData::PunchFlushed(const ContentBuilder& b, uint64_t gen) {
 
 void FileData::PunchPrefix(const std::vector<ChunkRef>& chunks, uint64_t end) {
   if (end <= punched_ || ctx_->no_punch.load()) return;
-  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(punched_),
-                  static_cast<off_t>(end - punched_)) != 0) {
+  if (Status st = scratch_->punch_hole(punched_, end - punched_); !st.ok()) {
     // A filesystem without hole punching: scratch copies stay whole, as before.
-    if (errno == EOPNOTSUPP || errno == ENOSYS) ctx_->no_punch = true;
+    if (st.errno_value() == EOPNOTSUPP || st.errno_value() == ENOSYS) ctx_->no_punch = true;
     return;
   }
   if (!punched_view_) {
@@ -765,7 +738,7 @@ Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
   flush_waiting_--;
   uint64_t gen, size;
   std::string mem;
-  int fd = -1;
+  std::shared_ptr<File> scratch;  // kept open even if a truncate drops the copy meanwhile
   std::shared_ptr<ContentBuilder> prefix;
   uint64_t prefix_end = 0;
   {
@@ -791,12 +764,11 @@ Result<bool> FileData::Flush(std::optional<ObjectStore::Lease>* stream_lease) {
     } else {
       // A duplicate keeps the scratch readable even if a truncate drops it meanwhile; such a
       // truncate bumps gen_ and our result is then discarded below.
-      fd = ::dup(fd_);
-      if (fd < 0) return Status::IOError("dup of scratch file", errno);
+      scratch = scratch_;
     }
   }
-  auto content = BuildContent(mem, fd, size, std::move(prefix), prefix_end, gen);
-  if (fd >= 0) ::close(fd);
+  auto content = BuildContent(mem, scratch.get(), size, std::move(prefix), prefix_end, gen);
+  scratch.reset();
   std::lock_guard lock(mu_);
   if (!content.ok()) {
     // The stream is gone, so the next flush reads the scratch copy from the start; copy the

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "store/chunker.h"
+#include "store/env.h"
 #include "store/object_store.h"
 #include "store/objects.h"
 #include "store/status.h"
@@ -47,6 +48,7 @@ namespace stashfs::fs {
 // Shared by every file of a volume.
 struct DataContext {
   ObjectStore* objects = nullptr;
+  Env* env = Env::Default();             // scratch files go through it (tests inject faults)
   std::string scratch_dir;               // created on first use
   size_t mem_file_max = 1 << 20;         // files up to this size are staged in memory
   int64_t mem_total_max = 256 << 20;     // memory staging budget for the whole volume
@@ -138,7 +140,8 @@ class FileData {
                     char* out);
   Result<std::shared_ptr<const ContentView>> Resolve(std::shared_ptr<const ContentView> view);
   // `gen`: the file's generation when the flush took its snapshot (punching stops once it moves).
-  Result<FileContent> BuildContent(const std::string& mem, int fd, uint64_t size,
+  // `scratch` is null for a file staged in memory (`mem`).
+  Result<FileContent> BuildContent(const std::string& mem, File* scratch, uint64_t size,
                                    std::shared_ptr<ContentBuilder> prefix, uint64_t prefix_end,
                                    uint64_t gen);
   // Drops the streamed prefix (mu_ held). `restart`: a new stream may begin (the file was
@@ -178,7 +181,9 @@ class FileData {
   bool dirty_ = false;  // staged bytes are newer than the stored content
   uint64_t gen_ = 0;    // bumped by every modification
   std::string mem_;     // Stage::kMemory: the whole file
-  int fd_ = -1;         // Stage::kScratch: the whole file, sparse
+  // Stage::kScratch: the whole file, sparse. Shared: a stream step or flush reading it keeps
+  // it open even if a truncate drops the file's staged copy meanwhile.
+  std::shared_ptr<File> scratch_;
   std::string scratch_path_;
   // Streaming ingest (mu_ held, except that the builder itself is used under flush_mu_ only).
   std::shared_ptr<ContentBuilder> stream_;          // chunks of bytes [0, stream_end_)

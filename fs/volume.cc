@@ -51,6 +51,7 @@ Status ValidateName(std::string_view name) {
 Volume::Volume(Store* store, const VolumeInfo& info, VolumeOptions opts)
     : store_(store), objects_(&store->objects()), info_(info), opts_(opts) {
   data_.objects = objects_;
+  data_.env = store->env();
   data_.scratch_dir =
       store->scratch_dir() + "/" +
       (store->writer_id() ? std::to_string(store->writer_id()) : "ro-" + std::to_string(getpid()));

@@ -70,6 +70,17 @@ class PosixFile final : public File {
     return Status::Ok();
   }
 
+  Status punch_hole(uint64_t offset, uint64_t n) override {
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(n)) != 0)
+      return Status::IOError("punching a hole in " + path_, errno);
+    return Status::Ok();
+  }
+
+  int64_t seek(uint64_t offset, int whence) override {
+    return ::lseek(fd_, static_cast<off_t>(offset), whence);
+  }
+
   Result<uint64_t> size() override {
     struct stat st;
     if (::fstat(fd_, &st) != 0) return Status::IOError("stat " + path_, errno);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <memory>
@@ -36,6 +37,18 @@ class File {
     (void)n;
   }
   virtual Status truncate(uint64_t size) = 0;
+  // Deallocates [offset, offset + n) and keeps the size (FALLOC_FL_PUNCH_HOLE): the range then
+  // reads as zeros. Fails with errno EOPNOTSUPP where the filesystem cannot.
+  virtual Status punch_hole(uint64_t offset, uint64_t n) {
+    (void)offset;
+    (void)n;
+    return Status::IOError("punching a hole in " + path_, EOPNOTSUPP);
+  }
+  // lseek(2)'s SEEK_DATA or SEEK_HOLE from `offset`, or -1 where it cannot say (past the end,
+  // or no support). By default the whole file is data: the next data is here, no hole follows.
+  virtual int64_t seek(uint64_t offset, int whence) {
+    return whence == SEEK_DATA ? static_cast<int64_t>(offset) : -1;
+  }
   virtual Result<uint64_t> size() = 0;
   // Names the file has; 0 once it was deleted while open.
   virtual Result<uint64_t> link_count() = 0;

@@ -31,6 +31,8 @@ class FaultEnv::FaultFile final : public File {
   void start_writeback(uint64_t offset, uint64_t n) override { base_->start_writeback(offset, n); }
   void drop_written(uint64_t offset, uint64_t n) override { base_->drop_written(offset, n); }
   Status truncate(uint64_t size) override { return base_->truncate(size); }
+  Status punch_hole(uint64_t offset, uint64_t n) override { return base_->punch_hole(offset, n); }
+  int64_t seek(uint64_t offset, int whence) override { return base_->seek(offset, whence); }
   Result<uint64_t> size() override { return base_->size(); }
   Result<uint64_t> link_count() override { return base_->link_count(); }
 

@@ -404,4 +404,33 @@ TEST_F(FileDataTest, StreamerRacingAWriterThatGoesBackNeverStoresStaleBytes) {
 }
 
 }  // namespace
+// Scratch files go through the store's Env: a full disk while a big file is written reaches
+// the writer as ENOSPC, and what the file held before stays readable and is stored intact once
+// there is room again.
+TEST_F(FileDataTest, AFullDiskFailsAScratchWriteWithEnospcAndLosesNothingAccepted) {
+  test::FaultEnv env;
+  ctx_.env = &env;
+  auto first = RandomBytes(256 * 1024, 61);
+  FileData f(&ctx_, {});
+  ASSERT_OK(f.Write(0, reinterpret_cast<const char*>(first.data()), first.size()));
+  env.FailWritesAfter(0);
+  auto more = RandomBytes(256 * 1024, 62);
+  Status st = f.Write(first.size(), reinterpret_cast<const char*>(more.data()), more.size());
+  EXPECT_CODE(st, Code::kIOError);
+  EXPECT_EQ(st.errno_value(), ENOSPC);
+  EXPECT_GT(env.failed_writes(), 0);
+  env.ClearFaults();
+  std::vector<uint8_t> head(first.size());
+  auto n = f.Read(0, head.size(), reinterpret_cast<char*>(head.data()));
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(head, first);
+  // The writer retries once there is room, as a tool would after freeing space.
+  ASSERT_OK(f.Write(first.size(), reinterpret_cast<const char*>(more.data()), more.size()));
+  FileContent c = FlushedContent(f);
+  std::vector<uint8_t> all = first;
+  all.insert(all.end(), more.begin(), more.end());
+  EXPECT_EQ(ReadStored(c), all);
+  ctx_.env = Env::Default();
+}
+
 }  // namespace stashfs::test
