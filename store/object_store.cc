@@ -21,12 +21,14 @@ int64_t NowSeconds() {
       .count();
 }
 
-ObjectStore::ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, ObjectStoreOptions opts)
+ObjectStore::ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, ObjectStoreOptions opts,
+                         StatisticCounters* stats)
     : env_(env),
       catalog_(catalog),
       packs_dir_(std::move(packs_dir)),
       opts_(opts),
       packs_(env, packs_dir_),
+      counters_(stats),
       builder_(NewBuilder()) {}
 
 std::shared_ptr<ObjectStore::OpenBlock> ObjectStore::NewBuilder() {
@@ -138,7 +140,7 @@ Status ObjectStore::PutImpl(ObjectKind kind, const Hash& hash, std::span<const u
   } give_back{buffers_.get(), owned};
   if (!mount_id_) return Status::Unsupported("object store opened read-only");
   if (data.size() > kMaxBlockBytes) return Status::Invalid("object too large to store");
-  counters_.puts++;
+  counters_->Add(Statistic::kPuts);
   ObjectKey key{hash, kind};
   uint64_t gen;
   {
@@ -148,12 +150,12 @@ Status ObjectStore::PutImpl(ObjectKind kind, const Hash& hash, std::span<const u
     if (p != pending_.end()) {
       // Staged by us already; its pin (inserted at Flush) must cover this newer use too.
       p->second.gen = std::max(p->second.gen, gen);
-      counters_.dedup_hits++;
+      counters_->Add(Statistic::kDedupHits);
       return Status::Ok();
     }
     auto it = pinned_.find(key);
     if (it != pinned_.end() && it->second == gen) {
-      counters_.dedup_hits++;
+      counters_->Add(Statistic::kDedupHits);
       return Status::Ok();
     }
   }
@@ -161,7 +163,7 @@ Status ObjectStore::PutImpl(ObjectKind kind, const Hash& hash, std::span<const u
   if (found) {
     std::lock_guard lock(mu_);
     pinned_[key] = gen;
-    counters_.dedup_hits++;
+    counters_->Add(Statistic::kDedupHits);
     return Status::Ok();
   }
 
@@ -171,7 +173,7 @@ Status ObjectStore::PutImpl(ObjectKind kind, const Hash& hash, std::span<const u
   {
     std::lock_guard lock(mu_);
     if (pending_.count(key)) {
-      counters_.dedup_hits++;
+      counters_->Add(Statistic::kDedupHits);
       return Status::Ok();
     }
     BlockEntry ent{kind, 0, static_cast<uint32_t>(data.size()), hash};
@@ -202,8 +204,8 @@ Status ObjectStore::PutImpl(ObjectKind kind, const Hash& hash, std::span<const u
     }
     staged_bytes_ += data.size();
     flush_now = staged_bytes_ >= opts_.flush_bytes;
-    counters_.new_objects++;
-    counters_.new_raw_bytes += data.size();
+    counters_->Add(Statistic::kNewObjects);
+    counters_->Add(Statistic::kNewRawBytes, data.size());
   }
   if (to_write) RETURN_IF_ERROR(WriteBlock(std::move(to_write), seq));
   if (flush_now) RETURN_IF_ERROR(Flush());
@@ -331,7 +333,7 @@ Status ObjectStore::WriteBlock(std::shared_ptr<OpenBlock> blk, uint64_t seq) {
     }
   }
   written_.push_back({loc, std::move(blk->entries)});
-  counters_.new_stored_bytes += bytes.size();
+  counters_->Add(Statistic::kBytesStoredNew, bytes.size());
   // Written and no longer staged: unless a reader still holds the block, its bytes are free.
   if (blk.use_count() == 1) buffers_->Give(std::move(blk->raw));
   buffers_->Give(std::move(bytes));
@@ -590,7 +592,7 @@ Result<std::shared_ptr<ObjectStore::CachedBlock>> ObjectStore::LoadBlock(const B
     if (it != cache_.end()) {
       auto& lru = it->second.alone ? alone_lru_ : cache_lru_;
       lru.splice(lru.begin(), lru, it->second.pos);
-      counters_.cache_hits++;
+      counters_->Add(Statistic::kBlockCacheHits);
       return it->second.block;
     }
   }
@@ -623,7 +625,7 @@ Result<std::shared_ptr<ObjectStore::CachedBlock>> ObjectStore::LoadBlock(const B
       return st.context("block at offset " + std::to_string(loc.offset) + " of " +
                         PackPath(packs_dir_, loc.pack_id));
     }
-    counters_.blocks_read++;
+    counters_->Add(Statistic::kBlocksRead);
     auto blk = std::make_shared<CachedBlock>();
     blk->data = ShareWithPool(std::move(raw), buffers_);
     blk->size = loc.raw_len;
@@ -677,7 +679,7 @@ Result<ObjectData> ObjectStore::Extract(const std::shared_ptr<CachedBlock>& blk,
     std::lock_guard lock(blk->mu);
     if (!blk->verified.count(offset)) {
       if (Hash::Of(bytes) != key.hash) {
-        counters_.corrupt_objects++;
+        counters_->Add(Statistic::kCorruptObjects);
         std::string msg = std::string(KindName(key.kind)) + " " + key.hash.hex() + " (" +
                           std::to_string(size) + " bytes) in " + PackPath(packs_dir_, loc.pack_id) +
                           " is damaged: its bytes do not match their SHA-256; run `stashfs fsck "
@@ -764,7 +766,7 @@ void ObjectStore::RememberLocation(const ObjectKey& key, const Location& where) 
 }
 
 Result<ObjectData> ObjectStore::Get(ObjectKind kind, const Hash& hash) {
-  counters_.gets++;
+  counters_->Add(Statistic::kGets);
   ObjectKey key{hash, kind};
   std::optional<Location> staged;
   {

@@ -39,6 +39,7 @@
 #include "store/hash.h"
 #include "store/objects.h"
 #include "store/pack.h"
+#include "store/statistic.h"
 #include "store/status.h"
 #include "store/thread_pool.h"
 
@@ -73,21 +74,11 @@ struct ObjectKeyHasher {
 // Pin generation meaning "until explicitly released" (open files whose name is gone).
 constexpr int64_t kPinForever = INT64_MAX;
 
-struct ObjectStoreCounters {
-  std::atomic<uint64_t> puts{0};
-  std::atomic<uint64_t> new_objects{0};
-  std::atomic<uint64_t> new_raw_bytes{0};
-  std::atomic<uint64_t> new_stored_bytes{0};
-  std::atomic<uint64_t> dedup_hits{0};
-  std::atomic<uint64_t> gets{0};
-  std::atomic<uint64_t> cache_hits{0};
-  std::atomic<uint64_t> blocks_read{0};
-  std::atomic<uint64_t> corrupt_objects{0};
-};
-
 class ObjectStore {
  public:
-  ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, ObjectStoreOptions opts);
+  // Counts into `stats`, the process's statistics (store/statistic.h), which must outlive it.
+  ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, ObjectStoreOptions opts,
+              StatisticCounters* stats);
   ~ObjectStore();
   ObjectStore(const ObjectStore&) = delete;
   ObjectStore& operator=(const ObjectStore&) = delete;
@@ -159,7 +150,7 @@ class ObjectStore {
   PackFiles& packs() { return packs_; }
   const std::string& packs_dir() const { return packs_dir_; }
   const ObjectStoreOptions& options() const { return opts_; }
-  ObjectStoreCounters& counters() { return counters_; }
+  StatisticCounters& counters() { return *counters_; }
   // Transient buffers shared by the store and its writers (chunk copies for PutAsync).
   BufferPool& buffers() { return *buffers_; }
   size_t block_cache_bytes();  // what the block cache holds, by buffer capacity
@@ -231,7 +222,7 @@ class ObjectStore {
   ObjectStoreOptions opts_;
   PackFiles packs_;
   int64_t mount_id_ = 0;
-  ObjectStoreCounters counters_;
+  StatisticCounters* counters_;
   // Shared: decompressed blocks handed to readers return to it when the last one lets go.
   std::shared_ptr<BufferPool> buffers_ = std::make_shared<BufferPool>();
 

@@ -165,8 +165,8 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& opts) {
   ASSIGN_OR_RETURN(s->catalog_, Catalog::Open(catalog, opts.create));
   for (const char* sub : {"/packs", "/scratch", "/run"})
     RETURN_IF_ERROR(s->env_->MakeDirs(dir + sub, 0700));
-  s->objects_ =
-      std::make_unique<ObjectStore>(s->env_, s->catalog_.get(), dir + "/packs", opts.objects);
+  s->objects_ = std::make_unique<ObjectStore>(s->env_, s->catalog_.get(), dir + "/packs",
+                                              opts.objects, &s->statistics_);
   return s;
 }
 

@@ -109,6 +109,9 @@ class Store {
   Env* env() const { return env_; }
   Catalog& catalog() { return *catalog_; }
   ObjectStore& objects() { return *objects_; }
+  // What this process counted (store/statistic.h); a mount adds the persisted ones to the
+  // store's totals when it ends.
+  StatisticCounters& statistics() { return statistics_; }
   std::string scratch_dir() const { return dir_ + "/scratch"; }
   std::string run_dir() const { return dir_ + "/run"; }
 
@@ -180,6 +183,7 @@ class Store {
   std::string dir_;
   Env* env_ = nullptr;
   std::unique_ptr<Catalog> catalog_;
+  StatisticCounters statistics_;  // before objects_, which counts into it
   std::unique_ptr<ObjectStore> objects_;
   int64_t writer_id_ = 0;
   std::unique_ptr<FileLock> writer_lock_;

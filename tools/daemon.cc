@@ -110,7 +110,7 @@ struct Daemon {
             {"read_only", opts.read_only},
             {"committed_root", volume->committed_root().hex()},
             {"bytes_written", d.bytes_written.load()},
-            {"bytes_stored_new", store->objects().counters().new_stored_bytes.load()},
+            {"bytes_stored_new", store->statistics().Get(Statistic::kBytesStoredNew)},
             {"bytes_stored_while_written", d.bytes_streamed.load()},
             {"scratch_bytes_copied_back", d.bytes_unpunched.load()},
             {"bytes_read_from_store", d.bytes_read_store.load()},
@@ -175,7 +175,7 @@ struct Daemon {
     if (!snap.ok()) return snap.status();
     return "saved key '" + key.key + "' (" + std::to_string(snap->files) + " files, " +
            FormatSize(snap->logical_bytes) + "; " +
-           FormatSize(store->objects().counters().new_stored_bytes.load()) + " of new data stored)";
+           FormatSize(store->statistics().Get(Statistic::kBytesStoredNew)) + " of new data stored)";
   }
 
   // ccache-style automatic cleanup: once the store is over max_size, prune it down to the low

@@ -109,16 +109,16 @@ TEST_F(ObjectStoreTest, IdenticalPutsAreStoredOnce) {
     Put(ObjectKind::kChunk, big);
   }
   auto& c = objects().counters();
-  EXPECT_EQ(c.puts.load(), 6u);
-  EXPECT_EQ(c.new_objects.load(), 2u);
-  EXPECT_EQ(c.dedup_hits.load(), 4u);
-  EXPECT_EQ(c.new_raw_bytes.load(), big.size() + 16);
+  EXPECT_EQ(c.Get(Statistic::kPuts), 6u);
+  EXPECT_EQ(c.Get(Statistic::kNewObjects), 2u);
+  EXPECT_EQ(c.Get(Statistic::kDedupHits), 4u);
+  EXPECT_EQ(c.Get(Statistic::kNewRawBytes), big.size() + 16);
   Flush();
   // After the flush, the same puts find the catalogued (and already pinned) objects.
   PutChunk("same small bytes");
   Put(ObjectKind::kChunk, big);
-  EXPECT_EQ(c.new_objects.load(), 2u);
-  EXPECT_EQ(c.dedup_hits.load(), 6u);
+  EXPECT_EQ(c.Get(Statistic::kNewObjects), 2u);
+  EXPECT_EQ(c.Get(Statistic::kDedupHits), 6u);
   Flush();
   ASSERT_OK_AND_ASSIGN(StoreStats st, store().Stats());
   EXPECT_EQ(st.objects, 2u);
@@ -129,8 +129,8 @@ TEST_F(ObjectStoreTest, IdenticalPutsAreStoredOnce) {
   ReopenStore();
   PutChunk("same small bytes");
   Put(ObjectKind::kChunk, big);
-  EXPECT_EQ(objects().counters().new_objects.load(), 0u);
-  EXPECT_EQ(objects().counters().dedup_hits.load(), 2u);
+  EXPECT_EQ(objects().counters().Get(Statistic::kNewObjects), 0u);
+  EXPECT_EQ(objects().counters().Get(Statistic::kDedupHits), 2u);
   Flush();
   EXPECT_EQ(db().Count("objects"), 2);
   EXPECT_EQ(db().Count("blocks"), 2);
@@ -270,10 +270,10 @@ TEST_F(ObjectStoreTest, DamagedObjectInSharedBlockIsCorruption) {
   ASSERT_EQ(logged.size(), 1u);
   EXPECT_EQ(logged[0], r.status().message());
   EXPECT_NE(logged[0].find("stashfs fsck --repair"), std::string::npos) << logged[0];
-  EXPECT_EQ(objects().counters().corrupt_objects.load(), 1u);
+  EXPECT_EQ(objects().counters().Get(Statistic::kCorruptObjects), 1u);
   // Still damaged when asked again (the block is cached, the check is not skipped).
   EXPECT_CODE(objects().Get(ObjectKind::kChunk, hs[5]), Code::kCorruption);
-  EXPECT_EQ(objects().counters().corrupt_objects.load(), 2u);
+  EXPECT_EQ(objects().counters().Get(Statistic::kCorruptObjects), 2u);
   // Its neighbours in the block are fine.
   EXPECT_TRUE(Holds(ObjectKind::kChunk, hs[4], data[4]));
   EXPECT_TRUE(Holds(ObjectKind::kChunk, hs[6], data[6]));
@@ -375,7 +375,7 @@ TEST_F(ObjectStoreTest, ConcurrentPutsFromManyThreads) {
   const int64_t distinct = kPerThread / 2 + kThreads * kPerThread / 2;
   EXPECT_EQ(db().Count("objects"), distinct);
   // (Two threads may both stage a shared object while neither copy is catalogued yet.)
-  EXPECT_GE(objects().counters().new_objects.load(), static_cast<uint64_t>(distinct));
+  EXPECT_GE(objects().counters().Get(Statistic::kNewObjects), static_cast<uint64_t>(distinct));
   ReopenStore();
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kPerThread; i += 7) {
@@ -401,15 +401,15 @@ TEST_F(ObjectStoreTest, DropIfAloneDropsOnlyABlockOfOneObject) {
   auto& c = objects().counters();
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hb, big));
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));
-  const uint64_t loaded = c.blocks_read.load();
+  const uint64_t loaded = c.Get(Statistic::kBlocksRead);
   EXPECT_EQ(loaded, 2u);
   objects().DropIfAlone(ObjectKind::kChunk, hb);
   objects().DropIfAlone(ObjectKind::kChunk, hs);
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));
   ASSERT_TRUE(Holds(ObjectKind::kChunk, ho, other));  // the same block: still cached
-  EXPECT_EQ(c.blocks_read.load(), loaded);
+  EXPECT_EQ(c.Get(Statistic::kBlocksRead), loaded);
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hb, big));  // read again from its pack
-  EXPECT_EQ(c.blocks_read.load(), loaded + 1);
+  EXPECT_EQ(c.Get(Statistic::kBlocksRead), loaded + 1);
 }
 
 // Blocks of one large object each get a bounded share of the block cache, so reading a big
@@ -430,12 +430,12 @@ TEST_F(ObjectStoreTest, BlocksOfOneObjectTakeABoundedShareOfTheCache) {
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));
   for (size_t i = 0; i < hashes.size(); ++i)
     ASSERT_TRUE(Holds(ObjectKind::kChunk, hashes[i], bigs[i])) << i;
-  uint64_t loaded = c.blocks_read.load();
+  uint64_t loaded = c.Get(Statistic::kBlocksRead);
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hashes.back(), bigs.back()));  // recent: cached
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hs, small));                   // small: still cached
-  EXPECT_EQ(c.blocks_read.load(), loaded);
+  EXPECT_EQ(c.Get(Statistic::kBlocksRead), loaded);
   ASSERT_TRUE(Holds(ObjectKind::kChunk, hashes.front(), bigs.front()));  // evicted early
-  EXPECT_EQ(c.blocks_read.load(), loaded + 1);
+  EXPECT_EQ(c.Get(Statistic::kBlocksRead), loaded + 1);
 }
 
 }  // namespace
