@@ -3,6 +3,7 @@
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -428,6 +429,27 @@ def test_umount_of_a_busy_mount_is_refused_in_one_line_and_changes_nothing(mount
     m.umount()
     m2 = mount_factory(volume="busy")
     assert (m2.path / "f").read_text() == "kept\n"
+
+
+def test_a_detached_mount_logs_to_the_store_with_time_pid_and_mountpoint(store, workdir):
+    """README: a detached daemon writes its messages to STORE/stashfs.log, one line each with
+    the time, its pid and its mountpoint (a SIGTERM is one such message)."""
+    mnt = workdir / "mnt-log"
+    mnt.mkdir()
+    run_stashfs(store, "mount", "--volume", "logged", str(mnt))
+    try:
+        pid = json.loads(run_stashfs(None, "status", str(mnt), "--json").stdout)["pid"]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while os.path.ismount(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.ismount(mnt)
+    finally:
+        if os.path.ismount(mnt):
+            run_stashfs(None, "umount", str(mnt), check=False)
+    log = (store / "stashfs.log").read_text()
+    assert re.search(rf"^\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ stashfs\[{pid}\] {re.escape(str(mnt))}: "
+                     rf"Terminated received, unmounting {re.escape(str(mnt))}$", log, re.M), log
 
 
 def test_big_file_stored_while_written_then_patched_persists(mount_factory):
