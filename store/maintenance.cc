@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/catalog_objects.h"
 #include "store/codec.h"
 #include "store/pack.h"
 #include "store/sqlite.h"
@@ -245,20 +246,9 @@ Status CompactPack(Store& store, int64_t pack_id, PackAppender& out) {
     auto w = store.catalog().write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(
-        auto ins,
-        w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
-                   "VALUES(?, ?, ?, ?, ?, ?)"));
     ASSIGN_OR_RETURN(auto upd, w->Prepare("UPDATE objects SET block_id=?, offset=? WHERE id=?"));
     for (const auto& m : moved) {
-      RETURN_IF_ERROR(ins.bind(1, m.loc.pack_id)
-                          .bind(2, m.loc.offset)
-                          .bind(3, m.loc.header_len)
-                          .bind(4, m.loc.stored_len)
-                          .bind(5, m.loc.raw_len)
-                          .bind(6, static_cast<int>(m.loc.codec))
-                          .run());
-      int64_t block = w->last_insert_rowid();
+      ASSIGN_OR_RETURN(int64_t block, catalog::InsertBlock(w.db(), m.loc));
       for (const auto& [id, off] : m.objects)
         RETURN_IF_ERROR(upd.bind(1, block).bind(2, off).bind(3, id).run());
     }
