@@ -120,6 +120,14 @@ Result<Query> Db::Prepare(const char* sql) {
   return Query(this, s);
 }
 
+SyncMode::SyncMode(Db* db, bool full) : db_(full ? db : nullptr) {
+  if (db_) db_->Exec("PRAGMA synchronous=FULL");
+}
+
+SyncMode::~SyncMode() {
+  if (db_) db_->Exec("PRAGMA synchronous=NORMAL");
+}
+
 Status Txn::Begin() {
   RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
   open_ = true;
