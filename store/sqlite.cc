@@ -144,4 +144,14 @@ Txn::~Txn() {
   if (open_) db_->Exec("ROLLBACK");
 }
 
+Status ReadTxn::Begin() {
+  RETURN_IF_ERROR(db_->Exec("BEGIN"));
+  open_ = true;
+  return Status::Ok();
+}
+
+ReadTxn::~ReadTxn() {
+  if (open_) db_->Exec("COMMIT");
+}
+
 }  // namespace stashfs

@@ -102,4 +102,19 @@ class Txn {
   bool open_ = false;
 };
 
+// BEGIN ... COMMIT on a reader: the statements in between read one consistent snapshot while
+// writers keep committing (WAL). Commits when it goes out of scope, since nothing was written.
+class ReadTxn {
+ public:
+  explicit ReadTxn(Db* db) : db_(db) {}
+  Status Begin();
+  ~ReadTxn();
+  ReadTxn(const ReadTxn&) = delete;
+  ReadTxn& operator=(const ReadTxn&) = delete;
+
+ private:
+  Db* db_;
+  bool open_ = false;
+};
+
 }  // namespace stashfs
