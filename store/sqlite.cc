@@ -111,7 +111,7 @@ Status Db::Exec(const std::string& sql) {
 }
 
 Result<Query> Db::Prepare(const char* sql) {
-  auto it = stmts_.find(sql);
+  auto it = stmts_.find(std::string_view(sql));
   if (it != stmts_.end()) return Query(this, it->second);
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
