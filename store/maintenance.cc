@@ -13,6 +13,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/catalog_maintenance.h"
+#include "store/catalog_objects.h"
 #include "store/codec.h"
 #include "store/pack.h"
 #include "store/sqlite.h"
@@ -63,22 +65,11 @@ struct PackUse {
 // Live bytes per pack, counting only blocks with an object that is referenced or pinned.
 Result<std::vector<PackUse>> PackUsage(Store& store) {
   ASSIGN_OR_RETURN(auto r, store.catalog().read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare("WITH live AS (SELECT DISTINCT block_id FROM objects o WHERE block_id != 0 AND "
-                 "(refs > 0 OR "
-                 "EXISTS (SELECT 1 FROM pins p WHERE p.object_id = o.id))) "
-                 "SELECT p.id, p.state, coalesce(sum(b.header_len + b.stored_len), 0) FROM packs p "
-                 "LEFT JOIN blocks b ON b.pack_id = p.id AND b.id IN (SELECT block_id FROM live) "
-                 "GROUP BY p.id ORDER BY p.id"));
+  ASSIGN_OR_RETURN(auto rows, catalog::PackLiveBytes(r.db()));
   std::vector<PackUse> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (!row) break;
-    int64_t id = q.i64(0);
-    out.push_back({id, static_cast<int>(q.i64(1)), static_cast<uint64_t>(q.i64(2)),
-                   FileSizeOr0(PackPath(store.objects().packs_dir(), id))});
-  }
+  for (const auto& p : rows)
+    out.push_back(
+        {p.id, p.state, p.live, FileSizeOr0(PackPath(store.objects().packs_dir(), p.id))});
   return out;
 }
 
@@ -103,11 +94,9 @@ class PackAppender {
   Status Seal() {
     RETURN_IF_ERROR(Sync());
     auto w = store_.catalog().write();
-    ASSIGN_OR_RETURN(auto q,
-                     w->Prepare("UPDATE packs SET state=1, writer=NULL, size=? WHERE id=?"));
     for (auto& [id, size] : sizes_) {
       if (id == id_) size = size_;
-      RETURN_IF_ERROR(q.bind(1, size).bind(2, id).run());
+      RETURN_IF_ERROR(catalog::SealPack(w.db(), id, size));
     }
     return Status::Ok();
   }
@@ -120,13 +109,7 @@ class PackAppender {
     }
     {
       auto w = store_.catalog().write();
-      ASSIGN_OR_RETURN(
-          auto q, w->Prepare("INSERT INTO packs(state, size, writer, created) VALUES(0, ?, ?, ?)"));
-      RETURN_IF_ERROR(q.bind(1, static_cast<int64_t>(kPackHeaderSize))
-                          .bind(2, store_.writer_id())
-                          .bind(3, NowSeconds())
-                          .run());
-      id_ = w->last_insert_rowid();
+      ASSIGN_OR_RETURN(id_, catalog::InsertOpenPack(w.db(), store_.writer_id(), NowSeconds()));
     }
     std::string path = PackPath(store_.objects().packs_dir(), id_);
     std::string dir = path.substr(0, path.find_last_of('/'));
@@ -147,13 +130,7 @@ class PackAppender {
   std::map<int64_t, uint64_t> sizes_;
 };
 
-struct ObjRow {
-  int64_t id;
-  Hash hash;
-  ObjectKind kind;
-  uint32_t offset;
-  uint32_t size;
-};
+using ObjRow = catalog::BlockObject;
 
 // Rewrites the live blocks of pack `pack_id` into `out` and drops the old pack.
 Status CompactPack(Store& store, int64_t pack_id, PackAppender& out) {
@@ -165,34 +142,11 @@ Status CompactPack(Store& store, int64_t pack_id, PackAppender& out) {
   std::vector<Block> blocks;
   {
     ASSIGN_OR_RETURN(auto r, store.catalog().read());
-    ASSIGN_OR_RETURN(
-        auto qb,
-        r->Prepare(
-            "SELECT id, offset, header_len, stored_len, raw_len, codec FROM blocks WHERE pack_id=? "
-            "ORDER BY offset"));
-    qb.bind(1, pack_id);
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, qb.step());
-      if (!row) break;
-      blocks.push_back({qb.i64(0),
-                        {pack_id, static_cast<uint64_t>(qb.i64(1)),
-                         static_cast<uint32_t>(qb.i64(2)), static_cast<uint32_t>(qb.i64(3)),
-                         static_cast<uint32_t>(qb.i64(4)), static_cast<Codec>(qb.i64(5))},
-                        {}});
-    }
-    ASSIGN_OR_RETURN(
-        auto qo,
-        r->Prepare(
-            "SELECT id, hash, kind, offset, size FROM objects WHERE block_id=? ORDER BY offset"));
+    ASSIGN_OR_RETURN(auto rows, catalog::BlocksOfPack(r.db(), pack_id));
+    for (const auto& b : rows)
+      blocks.push_back({b.id, b.loc, {}});
     for (auto& b : blocks) {
-      qo.bind(1, b.id);
-      for (;;) {
-        ASSIGN_OR_RETURN(bool row, qo.step());
-        if (!row) break;
-        b.objs.push_back({qo.i64(0), qo.hash(1), static_cast<ObjectKind>(qo.i64(2)),
-                          static_cast<uint32_t>(qo.i64(3)), static_cast<uint32_t>(qo.i64(4))});
-      }
-      RETURN_IF_ERROR(qo.run());
+      ASSIGN_OR_RETURN(b.objs, catalog::ObjectsOfBlock(r.db(), b.id));
     }
   }
   ASSIGN_OR_RETURN(auto file, store.objects().packs().Get(pack_id));
@@ -245,29 +199,14 @@ Status CompactPack(Store& store, int64_t pack_id, PackAppender& out) {
     auto w = store.catalog().write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(
-        auto ins,
-        w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
-                   "VALUES(?, ?, ?, ?, ?, ?)"));
-    ASSIGN_OR_RETURN(auto upd, w->Prepare("UPDATE objects SET block_id=?, offset=? WHERE id=?"));
     for (const auto& m : moved) {
-      RETURN_IF_ERROR(ins.bind(1, m.loc.pack_id)
-                          .bind(2, m.loc.offset)
-                          .bind(3, m.loc.header_len)
-                          .bind(4, m.loc.stored_len)
-                          .bind(5, m.loc.raw_len)
-                          .bind(6, static_cast<int>(m.loc.codec))
-                          .run());
-      int64_t block = w->last_insert_rowid();
+      ASSIGN_OR_RETURN(int64_t block, catalog::InsertBlock(w.db(), m.loc));
       for (const auto& [id, off] : m.objects)
-        RETURN_IF_ERROR(upd.bind(1, block).bind(2, off).bind(3, id).run());
+        RETURN_IF_ERROR(catalog::MoveObject(w.db(), id, block, off));
     }
-    ASSIGN_OR_RETURN(auto del_blocks, w->Prepare("DELETE FROM blocks WHERE pack_id=?"));
-    RETURN_IF_ERROR(del_blocks.bind(1, pack_id).run());
-    ASSIGN_OR_RETURN(auto del_pack, w->Prepare("DELETE FROM packs WHERE id=?"));
-    RETURN_IF_ERROR(del_pack.bind(1, pack_id).run());
-    ASSIGN_OR_RETURN(auto size, w->Prepare("UPDATE packs SET size=? WHERE id=?"));
-    RETURN_IF_ERROR(size.bind(1, out.size()).bind(2, out.id()).run());
+    RETURN_IF_ERROR(catalog::DeleteBlocksOfPack(w.db(), pack_id));
+    RETURN_IF_ERROR(catalog::DeletePack(w.db(), pack_id));
+    RETURN_IF_ERROR(catalog::SetPackSize(w.db(), out.id(), out.size()));
     RETURN_IF_ERROR(txn.Commit());
   }
   // Readers that looked the old location up before the commit retry on ENOENT.
@@ -284,42 +223,24 @@ Result<GcReport> CollectGarbageLocked(Store& store, const GcOptions& o) {
   // own count reached zero, so deleting them needs no walk.
   if (o.dry_run) {
     ASSIGN_OR_RETURN(auto rd, cat.read());
-    ASSIGN_OR_RETURN(
-        auto q,
-        rd->Prepare(
-            "SELECT count(*), coalesce(sum(size), 0) FROM objects o WHERE refs = 0 AND NOT EXISTS "
-            "(SELECT 1 FROM pins p WHERE p.object_id = o.id)"));
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (row) {
-      r.objects_deleted = static_cast<uint64_t>(q.i64(0));
-      r.object_bytes_deleted = static_cast<uint64_t>(q.i64(1));
-    }
+    ASSIGN_OR_RETURN(auto g, catalog::CountGarbage(rd.db()));
+    r.objects_deleted = g.objects;
+    r.object_bytes_deleted = g.bytes;
   } else {
     for (;;) {
       auto w = cat.write();
       Txn txn(w.db());
       RETURN_IF_ERROR(txn.Begin());
       // Small transactions: mounts committing meanwhile wait at most one batch.
-      ASSIGN_OR_RETURN(
-          auto q,
-          w->Prepare(
-              "DELETE FROM objects WHERE id IN (SELECT id FROM objects o WHERE refs = 0 AND NOT "
-              "EXISTS (SELECT 1 FROM pins p WHERE p.object_id = o.id) LIMIT 5000) RETURNING size"));
-      uint64_t n = 0;
-      for (;;) {
-        ASSIGN_OR_RETURN(bool row, q.step());
-        if (!row) break;
-        ++n;
-        r.object_bytes_deleted += static_cast<uint64_t>(q.i64(0));
-      }
+      ASSIGN_OR_RETURN(auto g, catalog::DeleteGarbageBatch(w.db()));
+      uint64_t n = g.objects;
+      r.object_bytes_deleted += g.bytes;
       RETURN_IF_ERROR(txn.Commit());
       r.objects_deleted += n;
       if (n == 0) break;
     }
     auto w = cat.write();
-    RETURN_IF_ERROR(
-        w->Exec("DELETE FROM blocks WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE "
-                "o.block_id = blocks.id)"));
+    RETURN_IF_ERROR(catalog::DeleteEmptyBlocks(w.db()));
   }
   // 2. Packs: delete the empty, rewrite the mostly dead. Open packs belong to live writers.
   ASSIGN_OR_RETURN(auto usage, PackUsage(store));
@@ -337,10 +258,8 @@ Result<GcReport> CollectGarbageLocked(Store& store, const GcOptions& o) {
         auto w = cat.write();
         Txn txn(w.db());
         RETURN_IF_ERROR(txn.Begin());
-        ASSIGN_OR_RETURN(auto db, w->Prepare("DELETE FROM blocks WHERE pack_id=?"));
-        RETURN_IF_ERROR(db.bind(1, p.id).run());
-        ASSIGN_OR_RETURN(auto dp, w->Prepare("DELETE FROM packs WHERE id=?"));
-        RETURN_IF_ERROR(dp.bind(1, p.id).run());
+        RETURN_IF_ERROR(catalog::DeleteBlocksOfPack(w.db(), p.id));
+        RETURN_IF_ERROR(catalog::DeletePack(w.db(), p.id));
         RETURN_IF_ERROR(txn.Commit());
       }
       store.objects().ForgetPack(p.id);
@@ -365,12 +284,8 @@ Result<GcReport> CollectGarbageLocked(Store& store, const GcOptions& o) {
   std::set<int64_t> rows;
   {
     ASSIGN_OR_RETURN(auto rd, cat.read());
-    ASSIGN_OR_RETURN(auto q, rd->Prepare("SELECT id FROM packs"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, q.step());
-      if (!row) break;
-      rows.insert(q.i64(0));
-    }
+    ASSIGN_OR_RETURN(auto ids, catalog::ListPackIds(rd.db()));
+    rows.insert(ids.begin(), ids.end());
   }
   for (const auto& [id, path] : files) {
     if (rows.count(id)) continue;
@@ -528,12 +443,8 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& o) {
   // 1. SQLite's own check of the catalog file.
   {
     ASSIGN_OR_RETURN(auto r, cat.read());
-    ASSIGN_OR_RETURN(auto q, r->Prepare("PRAGMA integrity_check"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, q.step());
-      if (!row) break;
-      if (q.text(0) != "ok") problem("catalog: " + q.text(0));
-    }
+    RETURN_IF_ERROR(
+        catalog::IntegrityCheck(r.db(), [&](const std::string& m) { problem("catalog: " + m); }));
   }
 
   // 2. Every object and its location, read in one transaction (a consistent snapshot while
@@ -550,68 +461,38 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& o) {
   std::map<int64_t, uint64_t> pack_sizes;
   {
     ASSIGN_OR_RETURN(auto r, cat.read());
-    RETURN_IF_ERROR(r->Exec("BEGIN"));
-    struct End {
-      Db* db;
-      ~End() { db->Exec("COMMIT"); }
-    } end{r.db()};
-    ASSIGN_OR_RETURN(auto qp, r->Prepare("SELECT id, size FROM packs"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, qp.step());
-      if (!row) break;
-      pack_sizes[qp.i64(0)] = static_cast<uint64_t>(qp.i64(1));
-    }
-    ASSIGN_OR_RETURN(
-        auto qb,
-        r->Prepare(
-            "SELECT id, pack_id, offset, header_len, stored_len, raw_len, codec FROM blocks"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, qb.step());
-      if (!row) break;
+    ReadTxn snapshot(r.db());
+    RETURN_IF_ERROR(snapshot.Begin());
+    RETURN_IF_ERROR(
+        catalog::ForEachPack(r.db(), [&](int64_t id, uint64_t size) { pack_sizes[id] = size; }));
+    RETURN_IF_ERROR(catalog::ForEachBlock(r.db(), [&](int64_t id, const BlockLocation& loc) {
       BlockRow b;
-      b.loc = {qb.i64(1),
-               static_cast<uint64_t>(qb.i64(2)),
-               static_cast<uint32_t>(qb.i64(3)),
-               static_cast<uint32_t>(qb.i64(4)),
-               static_cast<uint32_t>(qb.i64(5)),
-               static_cast<Codec>(qb.i64(6))};
+      b.loc = loc;
       b.verified = INT64_MAX;
-      blocks[qb.i64(0)] = std::move(b);
-    }
-    ASSIGN_OR_RETURN(
-        auto qo,
-        r->Prepare("SELECT id, hash, kind, block_id, offset, size, refs, verified FROM objects"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, qo.step());
-      if (!row) break;
-      ObjectKey k{qo.hash(1), static_cast<ObjectKind>(qo.i64(2))};
-      int64_t block = qo.i64(3);
-      objects[k] = {qo.i64(0), qo.i64(6), block};
-      if (block == 0) continue;  // already known lost
-      auto b = blocks.find(block);
+      blocks[id] = std::move(b);
+    }));
+    RETURN_IF_ERROR(catalog::ForEachObject(r.db(), [&](const catalog::ObjectRow& row) {
+      const ObjectKey& k = row.key;
+      objects[k] = {row.id, row.refs, row.block_id};
+      if (row.block_id == 0) return;  // already known lost
+      auto b = blocks.find(row.block_id);
       if (b == blocks.end()) {
         problem(std::string(KindName(k.kind)) + " " + k.hash.hex() +
                 ": its block is missing from the catalog");
         objects[k].damaged = true;
-        continue;
+        return;
       }
-      b->second.entries.push_back(
-          {k.kind, static_cast<uint32_t>(qo.i64(4)), static_cast<uint32_t>(qo.i64(5)), k.hash});
+      b->second.entries.push_back({k.kind, row.offset, row.size, k.hash});
       b->second.keys.push_back(k);
-      b->second.verified = std::min(b->second.verified, qo.i64(7));
-    }
-    ASSIGN_OR_RETURN(auto qs, r->Prepare("SELECT key, root FROM snapshots"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, qs.step());
-      if (!row) break;
-      roots.emplace_back("snapshot '" + qs.text(0) + "'", qs.hash(1));
-    }
-    ASSIGN_OR_RETURN(auto qv, r->Prepare("SELECT name, root FROM volumes"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, qv.step());
-      if (!row) break;
-      roots.emplace_back("volume '" + qv.text(0) + "'", qv.hash(1));
-    }
+      b->second.verified = std::min(b->second.verified, row.verified);
+    }));
+    RETURN_IF_ERROR(
+        catalog::ForEachSnapshotRoot(r.db(), [&](const std::string& key, const Hash& h) {
+          roots.emplace_back("snapshot '" + key + "'", h);
+        }));
+    RETURN_IF_ERROR(catalog::ForEachVolumeRoot(r.db(), [&](const std::string& name, const Hash& h) {
+      roots.emplace_back("volume '" + name + "'", h);
+    }));
   }
 
   // 3. Packs present and long enough; then re-hash stored data (all, or a sample of the
@@ -753,21 +634,17 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& o) {
     auto w = cat.write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(auto ver, w->Prepare("UPDATE objects SET verified=? WHERE block_id=?"));
     int64_t now = NowSeconds();
     for (int64_t id : verified_ok)
-      RETURN_IF_ERROR(ver.bind(1, now).bind(2, id).run());
+      RETURN_IF_ERROR(catalog::SetBlockVerified(w.db(), id, now));
     if (o.repair && rep.problems.size() > 0) {
-      ASSIGN_OR_RETURN(auto lose, w->Prepare("UPDATE objects SET block_id=0 WHERE id=?"));
       for (int64_t id : newly_damaged)
-        RETURN_IF_ERROR(lose.bind(1, id).run());
+        RETURN_IF_ERROR(catalog::MarkObjectLost(w.db(), id));
       // Deltas, not absolute values: commits since our snapshot applied their own changes.
-      ASSIGN_OR_RETURN(auto fix, w->Prepare("UPDATE objects SET refs = refs + ? WHERE id=?"));
       for (const auto& [id, delta] : ref_fixes)
-        RETURN_IF_ERROR(fix.bind(1, delta).bind(2, id).run());
-      ASSIGN_OR_RETURN(auto drop_block, w->Prepare("DELETE FROM blocks WHERE id=?"));
+        RETURN_IF_ERROR(catalog::FixObjectRefs(w.db(), id, delta));
       for (int64_t id : bad_blocks)
-        RETURN_IF_ERROR(drop_block.bind(1, id).run());
+        RETURN_IF_ERROR(catalog::DeleteBlock(w.db(), id));
       rep.repaired = true;
     }
     RETURN_IF_ERROR(txn.Commit());
@@ -779,14 +656,11 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& o) {
     auto w = cat.write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    RETURN_IF_ERROR(w->Exec("UPDATE snapshots SET damaged=0"));
-    RETURN_IF_ERROR(w->Exec("UPDATE volumes SET damaged=0"));
-    ASSIGN_OR_RETURN(auto ds, w->Prepare("UPDATE snapshots SET damaged=1 WHERE key=?"));
+    RETURN_IF_ERROR(catalog::ClearDamagedMarks(w.db()));
     for (const auto& s : rep.damaged_snapshots)
-      RETURN_IF_ERROR(ds.bind(1, s.substr(10, s.size() - 11)).run());
-    ASSIGN_OR_RETURN(auto dv, w->Prepare("UPDATE volumes SET damaged=1 WHERE name=?"));
+      RETURN_IF_ERROR(catalog::MarkSnapshotDamaged(w.db(), s.substr(10, s.size() - 11)));
     for (const auto& v : rep.damaged_volumes)
-      RETURN_IF_ERROR(dv.bind(1, v.substr(8, v.size() - 9)).run());
+      RETURN_IF_ERROR(catalog::MarkVolumeDamaged(w.db(), v.substr(8, v.size() - 9)));
     RETURN_IF_ERROR(txn.Commit());
   }
   return rep;

@@ -11,6 +11,7 @@
 #include <iterator>
 #include <optional>
 
+#include "store/catalog_objects.h"
 #include "store/codec.h"
 
 namespace stashfs {
@@ -66,8 +67,7 @@ uint64_t ObjectStore::CutGeneration() {
 }
 
 Status ObjectStore::ReleasePins(Db* w, uint64_t upto) {
-  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM pins WHERE mount_id=? AND gen<=?"));
-  return q.bind(1, mount_id_).bind(2, upto).run();
+  return catalog::ReleasePins(w, mount_id_, upto);
 }
 
 Status ObjectStore::PinForever(const ObjectKey& key) {
@@ -80,30 +80,14 @@ Status ObjectStore::PinForever(const ObjectKey& key) {
 
 Status ObjectStore::Unpin(const ObjectKey& key) {
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM pins WHERE mount_id=? AND gen=? AND object_id="
-                                      "(SELECT id FROM objects WHERE hash=? AND kind=?)"));
-  return q.bind(1, mount_id_)
-      .bind(2, kPinForever)
-      .bind(3, key.hash)
-      .bind(4, static_cast<int>(key.kind))
-      .run();
+  return catalog::UnpinObject(w.db(), mount_id_, kPinForever, key);
 }
 
 Result<bool> ObjectStore::PinIfCatalogued(const ObjectKey& key, uint64_t gen) {
   // One statement, hence one transaction: either gc deleted the object before (no row, we store
   // a fresh copy) or our pin exists before gc can look at the object again.
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(
-      auto q,
-      w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
-                 "WHERE hash=? AND kind=? AND block_id != 0 ON CONFLICT(mount_id, object_id) "
-                 "DO UPDATE SET gen=max(gen, excluded.gen)"));
-  RETURN_IF_ERROR(q.bind(1, mount_id_)
-                      .bind(2, gen)
-                      .bind(3, key.hash)
-                      .bind(4, static_cast<int>(key.kind))
-                      .run());
-  return w->changes() > 0;
+  return catalog::PinIfStored(w.db(), mount_id_, gen, key);
 }
 
 Result<Hash> ObjectStore::Put(ObjectKind kind, std::span<const uint8_t> data) {
@@ -223,13 +207,7 @@ Status ObjectStore::EnsurePack() {
   int64_t id;
   {
     auto w = catalog_->write();
-    ASSIGN_OR_RETURN(
-        auto q, w->Prepare("INSERT INTO packs(state, size, writer, created) VALUES(0, ?, ?, ?)"));
-    RETURN_IF_ERROR(q.bind(1, static_cast<int64_t>(kPackHeaderSize))
-                        .bind(2, mount_id_)
-                        .bind(3, NowSeconds())
-                        .run());
-    id = w->last_insert_rowid();
+    ASSIGN_OR_RETURN(id, catalog::InsertOpenPack(w.db(), mount_id_, NowSeconds()));
   }
   std::string path = PackPath(packs_dir_, id);
   std::string dir = path.substr(0, path.find_last_of('/'));
@@ -251,8 +229,7 @@ Status ObjectStore::EnsurePack() {
     // Leave no catalogued pack without its header on disk (the disk may be full).
     env_->Remove(path);
     auto w = catalog_->write();
-    auto q = w->Prepare("DELETE FROM packs WHERE id=?");
-    if (q.ok()) q->bind(1, id).run();
+    (void)catalog::DeletePack(w.db(), id);  // best effort: st says what went wrong
     return st;
   }
   pack_id_ = id;
@@ -414,66 +391,24 @@ Status ObjectStore::Flush() {
       auto w = catalog_->write();
       Txn txn(w.db());
       RETURN_IF_ERROR(txn.Begin());
-      ASSIGN_OR_RETURN(
-          auto ins_block,
-          w->Prepare("INSERT INTO blocks(pack_id, offset, header_len, stored_len, raw_len, codec) "
-                     "VALUES(?, ?, ?, ?, ?, ?)"));
-      ASSIGN_OR_RETURN(
-          auto ins_obj,
-          w->Prepare(
-              "INSERT INTO objects(hash, kind, block_id, offset, size, created) "
-              "VALUES(?, ?, ?, ?, ?, ?) "
-              // A lost object (fsck found its data damaged) is healed by the first writer that
-              // stores the same bytes again: every snapshot referring to it then reads the copy.
-              "ON CONFLICT(hash, kind) DO UPDATE SET block_id=excluded.block_id, "
-              "offset=excluded.offset WHERE objects.block_id = 0"));
-      ASSIGN_OR_RETURN(
-          auto pin,
-          w->Prepare("INSERT INTO pins(mount_id, object_id, gen) SELECT ?, id, ? FROM objects "
-                     "WHERE hash=? AND kind=? ON CONFLICT(mount_id, object_id) DO UPDATE SET "
-                     "gen=max(gen, excluded.gen)"));
       int64_t now = NowSeconds();
       for (size_t bi = 0; bi < blocks.size(); ++bi) {
         const auto& b = blocks[bi];
-        RETURN_IF_ERROR(ins_block.bind(1, b.loc.pack_id)
-                            .bind(2, b.loc.offset)
-                            .bind(3, b.loc.header_len)
-                            .bind(4, b.loc.stored_len)
-                            .bind(5, b.loc.raw_len)
-                            .bind(6, static_cast<int>(b.loc.codec))
-                            .run());
-        int64_t block_id = w->last_insert_rowid();
+        ASSIGN_OR_RETURN(int64_t block_id, catalog::InsertBlock(w.db(), b.loc));
         for (size_t i = 0; i < b.entries.size(); ++i) {
           const auto& e = b.entries[i];
           // A concurrent writer may have catalogued the same object first; then our copy is dead
           // weight for gc to compact, and the pin below attaches to theirs.
-          RETURN_IF_ERROR(ins_obj.bind(1, e.hash)
-                              .bind(2, static_cast<int>(e.kind))
-                              .bind(3, block_id)
-                              .bind(4, e.offset)
-                              .bind(5, e.size)
-                              .bind(6, now)
-                              .run());
-          RETURN_IF_ERROR(pin.bind(1, mount_id_)
-                              .bind(2, gens[bi][i])
-                              .bind(3, e.hash)
-                              .bind(4, static_cast<int>(e.kind))
-                              .run());
+          RETURN_IF_ERROR(catalog::InsertObject(w.db(), e, block_id, now));
+          RETURN_IF_ERROR(
+              catalog::PinObject(w.db(), mount_id_, gens[bi][i], ObjectKey{e.hash, e.kind}));
         }
       }
-      for (const auto& [key, gen] : repins) {
-        RETURN_IF_ERROR(pin.bind(1, mount_id_)
-                            .bind(2, gen)
-                            .bind(3, key.hash)
-                            .bind(4, static_cast<int>(key.kind))
-                            .run());
-      }
-      ASSIGN_OR_RETURN(auto upd_pack, w->Prepare("UPDATE packs SET size=? WHERE id=?"));
-      if (pack_id) RETURN_IF_ERROR(upd_pack.bind(1, pack_size).bind(2, pack_id).run());
-      ASSIGN_OR_RETURN(auto seal,
-                       w->Prepare("UPDATE packs SET state=1, writer=NULL, size=? WHERE id=?"));
+      for (const auto& [key, gen] : repins)
+        RETURN_IF_ERROR(catalog::PinObject(w.db(), mount_id_, gen, key));
+      if (pack_id) RETURN_IF_ERROR(catalog::SetPackSize(w.db(), pack_id, pack_size));
       for (const auto& [id, size] : sealed)
-        RETURN_IF_ERROR(seal.bind(1, size).bind(2, id).run());
+        RETURN_IF_ERROR(catalog::SealPack(w.db(), id, size));
       return txn.Commit();
     }();
   if (!st.ok()) {
@@ -526,8 +461,7 @@ Status ObjectStore::Close() {
   }
   if (!id) return Status::Ok();
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE packs SET state=1, writer=NULL, size=? WHERE id=?"));
-  return q.bind(1, size).bind(2, id).run();
+  return catalog::SealPack(w.db(), id, size);
 }
 
 void ObjectStore::CacheInsert(const CacheKey& k, std::shared_ptr<CachedBlock> b, bool alone) {
@@ -706,31 +640,19 @@ Result<ObjectData> ObjectStore::GetFromCatalog(const ObjectKey& key, bool retry,
   }
   if (!cached) {
     ASSIGN_OR_RETURN(auto r, catalog_->read());
-    ASSIGN_OR_RETURN(
-        auto q,
-        r->Prepare(
-            "SELECT o.offset, o.size, b.pack_id, b.offset, b.header_len, b.stored_len, b.raw_len, "
-            "b.codec, o.block_id FROM objects o LEFT JOIN blocks b ON b.id = o.block_id "
-            "WHERE o.hash=? AND o.kind=?"));
-    q.bind(1, key.hash).bind(2, static_cast<int>(key.kind));
-    ASSIGN_OR_RETURN(bool row, q.step());
+    ASSIGN_OR_RETURN(auto row, catalog::FindObjectLocation(r.db(), key));
     if (!row) {
       return Status::NotFound(std::string(KindName(key.kind)) + " " + key.hash.hex() +
                               " is not in the store");
     }
-    if (q.i64(8) == 0 || q.is_null(2)) {
+    if (row->block_id == 0 || !row->has_block) {
       return Status::Corruption(std::string(KindName(key.kind)) + " " + key.hash.hex() +
                                 " was lost (fsck found its stored data damaged); rewrite the files "
                                 "that use it, and it is healed everywhere");
     }
-    where.offset = static_cast<uint32_t>(q.i64(0));
-    where.size = static_cast<uint32_t>(q.i64(1));
-    where.loc = {q.i64(2),
-                 static_cast<uint64_t>(q.i64(3)),
-                 static_cast<uint32_t>(q.i64(4)),
-                 static_cast<uint32_t>(q.i64(5)),
-                 static_cast<uint32_t>(q.i64(6)),
-                 static_cast<Codec>(q.i64(7))};
+    where.offset = row->offset;
+    where.size = row->size;
+    where.loc = row->loc;
   }
   auto blk = LoadBlock(where.loc, where.alone());
   auto data = blk.ok() ? Extract(*blk, key, where.offset, where.size, where.loc)
@@ -797,10 +719,7 @@ Result<bool> ObjectStore::Has(ObjectKind kind, const Hash& hash) {
     if (pending_.count(ObjectKey{hash, kind})) return true;
   }
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(auto q,
-                   r->Prepare("SELECT 1 FROM objects WHERE hash=? AND kind=? AND block_id != 0"));
-  q.bind(1, hash).bind(2, static_cast<int>(kind));
-  return q.step();
+  return catalog::HasStoredObject(r.db(), ObjectKey{hash, kind});
 }
 
 ObjectStore::BlockCheck ObjectStore::VerifyBlock(const BlockLocation& loc,

@@ -111,13 +111,21 @@ Status Db::Exec(const std::string& sql) {
 }
 
 Result<Query> Db::Prepare(const char* sql) {
-  auto it = stmts_.find(sql);
+  auto it = stmts_.find(std::string_view(sql));
   if (it != stmts_.end()) return Query(this, it->second);
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
     return Error(std::string("preparing `") + sql + "`");
   stmts_[sql] = s;
   return Query(this, s);
+}
+
+SyncMode::SyncMode(Db* db, bool full) : db_(full ? db : nullptr) {
+  if (db_) db_->Exec("PRAGMA synchronous=FULL");
+}
+
+SyncMode::~SyncMode() {
+  if (db_) db_->Exec("PRAGMA synchronous=NORMAL");
 }
 
 Status Txn::Begin() {
@@ -134,6 +142,16 @@ Status Txn::Commit() {
 
 Txn::~Txn() {
   if (open_) db_->Exec("ROLLBACK");
+}
+
+Status ReadTxn::Begin() {
+  RETURN_IF_ERROR(db_->Exec("BEGIN"));
+  open_ = true;
+  return Status::Ok();
+}
+
+ReadTxn::~ReadTxn() {
+  if (open_) db_->Exec("COMMIT");
 }
 
 }  // namespace stashfs

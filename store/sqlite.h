@@ -72,7 +72,13 @@ class Db {
   Db(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   sqlite3* db_;
   std::string path_;
-  std::unordered_map<std::string, sqlite3_stmt*> stmts_;
+  // Looked up by string_view (heterogeneous lookup): a statement run per object (the catalog
+  // functions prepare at every call) must not allocate a copy of its text to find itself.
+  struct TextHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  std::unordered_map<std::string, sqlite3_stmt*, TextHash, std::equal_to<>> stmts_;
 };
 
 // Raises a connection to synchronous=FULL for its lifetime (when `full`): commits made meanwhile
@@ -96,6 +102,21 @@ class Txn {
   Status Begin();
   Status Commit();
   ~Txn();
+
+ private:
+  Db* db_;
+  bool open_ = false;
+};
+
+// BEGIN ... COMMIT on a reader: the statements in between read one consistent snapshot while
+// writers keep committing (WAL). Commits when it goes out of scope, since nothing was written.
+class ReadTxn {
+ public:
+  explicit ReadTxn(Db* db) : db_(db) {}
+  Status Begin();
+  ~ReadTxn();
+  ReadTxn(const ReadTxn&) = delete;
+  ReadTxn& operator=(const ReadTxn&) = delete;
 
  private:
   Db* db_;

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <random>
 
+#include "store/catalog_objects.h"
+#include "store/catalog_roots.h"
 #include "store/sqlite.h"
 
 namespace stashfs {
@@ -28,34 +30,6 @@ std::string RandomHex(int n) {
   std::string s;
   for (int i = 0; i < n; ++i)
     s += digits[rng() & 15];
-  return s;
-}
-
-VolumeInfo VolumeFromRow(const Query& q) {
-  VolumeInfo v;
-  v.id = q.i64(0);
-  v.name = q.text(1);
-  v.root = q.hash(2);
-  v.ephemeral = q.i64(3) != 0;
-  v.source = q.text(4);
-  v.created = q.i64(5);
-  v.updated = q.i64(6);
-  v.last_used = q.i64(7);
-  return v;
-}
-constexpr const char* kVolumeCols =
-    "id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used";
-
-SnapshotInfo SnapshotFromRow(const Query& q) {
-  SnapshotInfo s;
-  s.id = q.i64(0);
-  s.key = q.text(1);
-  s.root = q.hash(2);
-  s.created = q.i64(3);
-  s.last_used = q.i64(4);
-  s.logical_bytes = static_cast<uint64_t>(q.i64(5));
-  s.files = static_cast<uint64_t>(q.i64(6));
-  s.damaged = q.i64(7) != 0;
   return s;
 }
 
@@ -97,14 +71,6 @@ Status ValidateName(const std::string& what, const std::string& name, size_t max
     }
   }
   return Status::Ok();
-}
-
-SyncMode::SyncMode(Db* db, bool full) : db_(full ? db : nullptr) {
-  if (db_) db_->Exec("PRAGMA synchronous=FULL");
-}
-
-SyncMode::~SyncMode() {
-  if (db_) db_->Exec("PRAGMA synchronous=NORMAL");
 }
 
 std::string DefaultStoreDir() {
@@ -183,16 +149,8 @@ Result<int64_t> Store::RegisterWriter(const std::string& mountpoint) {
   std::string lock = "writer-" + std::to_string(getpid()) + "-" + RandomHex(12) + ".lock";
   ASSIGN_OR_RETURN(writer_lock_, FileLock::TryExclusive(run_dir() + "/" + lock));
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(
-      auto q,
-      w->Prepare("INSERT INTO mounts(pid, host, mountpoint, started, lock) VALUES(?, ?, ?, ?, ?)"));
-  RETURN_IF_ERROR(q.bind(1, static_cast<int64_t>(getpid()))
-                      .bind(2, Hostname())
-                      .bind(3, mountpoint)
-                      .bind(4, NowSeconds())
-                      .bind(5, lock)
-                      .run());
-  writer_id_ = w->last_insert_rowid();
+  ASSIGN_OR_RETURN(writer_id_, catalog::InsertMount(w.db(), static_cast<int64_t>(getpid()),
+                                                    Hostname(), mountpoint, NowSeconds(), lock));
   objects_->EnableWriting(writer_id_);
   return writer_id_;
 }
@@ -204,10 +162,8 @@ Status Store::UnregisterWriter() {
     auto w = catalog_->write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(auto pins, w->Prepare("DELETE FROM pins WHERE mount_id=?"));
-    RETURN_IF_ERROR(pins.bind(1, writer_id_).run());
-    ASSIGN_OR_RETURN(auto row, w->Prepare("DELETE FROM mounts WHERE id=?"));
-    RETURN_IF_ERROR(row.bind(1, writer_id_).run());
+    RETURN_IF_ERROR(catalog::DropPinsOfMount(w.db(), writer_id_));
+    RETURN_IF_ERROR(catalog::DeleteMount(w.db(), writer_id_));
     RETURN_IF_ERROR(txn.Commit());
   }
   std::filesystem::remove_all(scratch_dir() + "/" + std::to_string(writer_id_));
@@ -220,15 +176,10 @@ Status Store::UnregisterWriter() {
 }
 
 Status Store::ReapDeadWriters() {
-  std::vector<std::pair<int64_t, std::string>> rows;
+  std::vector<catalog::MountLock> rows;
   {
     ASSIGN_OR_RETURN(auto r, catalog_->read());
-    ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT id, lock FROM mounts"));
-    for (;;) {
-      ASSIGN_OR_RETURN(bool row, q.step());
-      if (!row) break;
-      rows.emplace_back(q.i64(0), q.text(1));
-    }
+    ASSIGN_OR_RETURN(rows, catalog::ListMountLocks(r.db()));
   }
   for (const auto& [id, lock] : rows) {
     if (id == writer_id_) continue;
@@ -242,24 +193,13 @@ Status Store::ReapDeadWriters() {
     auto w = catalog_->write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(auto pins, w->Prepare("DELETE FROM pins WHERE mount_id=?"));
-    RETURN_IF_ERROR(pins.bind(1, id).run());
-    ASSIGN_OR_RETURN(
-        auto packs, w->Prepare("UPDATE packs SET state=1, writer=NULL WHERE writer=? AND state=0"));
-    RETURN_IF_ERROR(packs.bind(1, id).run());
-    ASSIGN_OR_RETURN(auto del, w->Prepare("DELETE FROM mounts WHERE id=?"));
-    RETURN_IF_ERROR(del.bind(1, id).run());
+    RETURN_IF_ERROR(catalog::DropPinsOfMount(w.db(), id));
+    RETURN_IF_ERROR(catalog::SealPacksOfWriter(w.db(), id));
+    RETURN_IF_ERROR(catalog::DeleteMount(w.db(), id));
     // The private volume of a cache-key mount dies with its writer; its last commit was never
     // saved under the key, so nothing else needs it.
-    ASSIGN_OR_RETURN(auto eph,
-                     w->Prepare("DELETE FROM volumes WHERE name=? AND ephemeral=1 RETURNING root"));
-    eph.bind(1, EphemeralVolumeName(id));
-    ASSIGN_OR_RETURN(bool had, eph.step());
-    if (had) {
-      Hash root = eph.hash(0);
-      RETURN_IF_ERROR(eph.run());
-      RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
-    }
+    ASSIGN_OR_RETURN(auto root, catalog::DeleteEphemeralVolume(w.db(), EphemeralVolumeName(id)));
+    if (root) RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, *root, -1));
     RETURN_IF_ERROR(txn.Commit());
     std::error_code ec;
     std::filesystem::remove_all(scratch_dir() + "/" + std::to_string(id), ec);
@@ -271,15 +211,7 @@ Status Store::ReapDeadWriters() {
 Result<std::vector<MountInfo>> Store::LiveMounts() {
   RETURN_IF_ERROR(ReapDeadWriters());
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT id, pid, host, mountpoint, coalesce(volume_id, 0), "
-                                      "started FROM mounts ORDER BY id"));
-  std::vector<MountInfo> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (!row) break;
-    out.push_back({q.i64(0), q.i64(1), q.text(2), q.text(3), q.i64(4), q.i64(5)});
-  }
-  return out;
+  return catalog::ListMounts(r.db());
 }
 
 Result<std::unique_ptr<FileLock>> Store::LockVolume(const VolumeInfo& v) {
@@ -298,50 +230,24 @@ Result<std::unique_ptr<FileLock>> Store::LockVolume(const VolumeInfo& v) {
 
 Status Store::SetMountVolume(int64_t volume_id) {
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE mounts SET volume_id=? WHERE id=?"));
-  return q.bind(1, volume_id).bind(2, writer_id_).run();
+  return catalog::SetMountVolume(w.db(), writer_id_, volume_id);
 }
 
 Result<std::optional<VolumeInfo>> Store::FindVolume(const std::string& name) {
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare(
-          "SELECT id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used "
-          "FROM volumes WHERE name=?"));
-  q.bind(1, name);
-  ASSIGN_OR_RETURN(bool row, q.step());
-  if (!row) return std::optional<VolumeInfo>();
-  return std::optional<VolumeInfo>(VolumeFromRow(q));
+  return catalog::FindVolumeByName(r.db(), name);
 }
 
 Result<VolumeInfo> Store::FindVolumeById(int64_t id) {
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare(
-          "SELECT id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used "
-          "FROM volumes WHERE id=?"));
-  q.bind(1, id);
-  ASSIGN_OR_RETURN(bool row, q.step());
-  if (!row) return Status::NotFound("no volume with id " + std::to_string(id));
-  return VolumeFromRow(q);
+  ASSIGN_OR_RETURN(auto v, catalog::FindVolumeById(r.db(), id));
+  if (!v) return Status::NotFound("no volume with id " + std::to_string(id));
+  return *v;
 }
 
 Result<std::vector<VolumeInfo>> Store::ListVolumes() {
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare(
-          "SELECT id, name, root, ephemeral, coalesce(source, ''), created, updated, last_used "
-          "FROM volumes ORDER BY name"));
-  std::vector<VolumeInfo> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (!row) break;
-    out.push_back(VolumeFromRow(q));
-  }
-  return out;
+  return catalog::ListVolumes(r.db());
 }
 
 Result<VolumeInfo> Store::CreateVolume(const std::string& name, const Hash& root, bool ephemeral,
@@ -350,19 +256,9 @@ Result<VolumeInfo> Store::CreateVolume(const std::string& name, const Hash& root
     auto w = catalog_->write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(
-        auto q,
-        w->Prepare(
-            "INSERT INTO volumes(name, root, ephemeral, source, created, updated, last_used) "
-            "VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING"));
-    int64_t now = NowSeconds();
-    q.bind(1, name).bind(2, root).bind(3, ephemeral ? 1 : 0).bind(5, now).bind(6, now).bind(7, now);
-    if (source.empty())
-      q.bind_null(4);
-    else
-      q.bind(4, source);
-    RETURN_IF_ERROR(q.run());
-    if (w->changes() == 0) return Status::AlreadyExists("volume '" + name + "' already exists");
+    ASSIGN_OR_RETURN(bool created,
+                     catalog::InsertVolume(w.db(), name, root, ephemeral, source, NowSeconds()));
+    if (!created) return Status::AlreadyExists("volume '" + name + "' already exists");
     RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
     RETURN_IF_ERROR(txn.Commit());
   }
@@ -375,13 +271,9 @@ Status Store::DeleteVolume(int64_t id) {
   auto w = catalog_->write();
   Txn txn(w.db());
   RETURN_IF_ERROR(txn.Begin());
-  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM volumes WHERE id=? RETURNING root"));
-  q.bind(1, id);
-  ASSIGN_OR_RETURN(bool row, q.step());
-  if (!row) return Status::NotFound("no volume with id " + std::to_string(id));
-  Hash root = q.hash(0);
-  RETURN_IF_ERROR(q.run());
-  RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
+  ASSIGN_OR_RETURN(auto root, catalog::DeleteVolume(w.db(), id));
+  if (!root) return Status::NotFound("no volume with id " + std::to_string(id));
+  RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, *root, -1));
   RETURN_IF_ERROR(txn.Commit());
   // Ids are never reused, so nobody will lock this file again.
   return env_->Remove(run_dir() + "/volume-" + std::to_string(id) + ".lock");
@@ -398,19 +290,14 @@ Status Store::CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& 
   if (durable) {
     // Always write something, so the commit (and its WAL sync) happens even when the tree
     // did not change since a commit that was not durable.
-    ASSIGN_OR_RETURN(auto touch, w->Prepare("UPDATE volumes SET last_used=? WHERE id=?"));
-    RETURN_IF_ERROR(touch.bind(1, NowSeconds()).bind(2, volume_id).run());
+    RETURN_IF_ERROR(catalog::TouchVolume(w.db(), volume_id, NowSeconds()));
   }
   if (new_root != old_root) {
     // Reference the new tree before dropping the old, so shared subtrees never reach zero.
     RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, new_root, +1));
-    ASSIGN_OR_RETURN(
-        auto q,
-        w->Prepare("UPDATE volumes SET root=?, updated=?, last_used=? WHERE id=? AND root=?"));
-    int64_t now = NowSeconds();
-    RETURN_IF_ERROR(
-        q.bind(1, new_root).bind(2, now).bind(3, now).bind(4, volume_id).bind(5, old_root).run());
-    if (w->changes() != 1) {
+    ASSIGN_OR_RETURN(bool moved,
+                     catalog::MoveVolumeRoot(w.db(), volume_id, old_root, new_root, NowSeconds()));
+    if (!moved) {
       return Status::Corruption("volume " + std::to_string(volume_id) +
                                 " was changed or removed by another process while mounted");
     }
@@ -422,37 +309,17 @@ Status Store::CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& 
 
 Status Store::TouchVolume(int64_t volume_id) {
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE volumes SET last_used=? WHERE id=?"));
-  return q.bind(1, NowSeconds()).bind(2, volume_id).run();
+  return catalog::TouchVolume(w.db(), volume_id, NowSeconds());
 }
 
 Result<std::optional<SnapshotInfo>> Store::FindSnapshot(const std::string& key) {
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare(
-          "SELECT id, key, root, created, last_used, logical_bytes, files, damaged FROM snapshots "
-          "WHERE key=?"));
-  q.bind(1, key);
-  ASSIGN_OR_RETURN(bool row, q.step());
-  if (!row) return std::optional<SnapshotInfo>();
-  return std::optional<SnapshotInfo>(SnapshotFromRow(q));
+  return catalog::FindSnapshotByKey(r.db(), key);
 }
 
 Result<std::vector<SnapshotInfo>> Store::ListSnapshots() {
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare(
-          "SELECT id, key, root, created, last_used, logical_bytes, files, damaged FROM snapshots "
-          "ORDER BY key"));
-  std::vector<SnapshotInfo> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (!row) break;
-    out.push_back(SnapshotFromRow(q));
-  }
-  return out;
+  return catalog::ListSnapshots(r.db());
 }
 
 Result<SnapshotInfo> Store::CreateSnapshot(const std::string& key, const Hash& root, bool replace) {
@@ -462,42 +329,17 @@ Result<SnapshotInfo> Store::CreateSnapshot(const std::string& key, const Hash& r
     SyncMode durable(w.db(), true);  // a saved key must survive a power loss
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(auto find, w->Prepare("SELECT id, root FROM snapshots WHERE key=?"));
-    find.bind(1, key);
-    ASSIGN_OR_RETURN(bool exists, find.step());
+    ASSIGN_OR_RETURN(auto found, catalog::FindSnapshotRoot(w.db(), key));
     int64_t now = NowSeconds();
-    if (exists) {
-      int64_t id = find.i64(0);
-      Hash old = find.hash(1);
-      RETURN_IF_ERROR(find.run());
+    if (found) {
       if (!replace) return Status::AlreadyExists("snapshot '" + key + "' already exists");
       RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
-      ASSIGN_OR_RETURN(
-          auto upd,
-          w->Prepare(
-              "UPDATE snapshots SET root=?, created=?, last_used=?, logical_bytes=?, files=?, "
-              "damaged=0 WHERE id=?"));
-      RETURN_IF_ERROR(upd.bind(1, root)
-                          .bind(2, now)
-                          .bind(3, now)
-                          .bind(4, rec.total_bytes)
-                          .bind(5, rec.total_files)
-                          .bind(6, id)
-                          .run());
-      RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, old, -1));
+      RETURN_IF_ERROR(
+          catalog::ReplaceSnapshot(w.db(), found->id, root, now, rec.total_bytes, rec.total_files));
+      RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, found->root, -1));
     } else {
-      RETURN_IF_ERROR(find.run());
-      ASSIGN_OR_RETURN(
-          auto ins,
-          w->Prepare("INSERT INTO snapshots(key, root, created, last_used, logical_bytes, files) "
-                     "VALUES(?, ?, ?, ?, ?, ?)"));
-      RETURN_IF_ERROR(ins.bind(1, key)
-                          .bind(2, root)
-                          .bind(3, now)
-                          .bind(4, now)
-                          .bind(5, rec.total_bytes)
-                          .bind(6, rec.total_files)
-                          .run());
+      RETURN_IF_ERROR(
+          catalog::InsertSnapshot(w.db(), key, root, now, rec.total_bytes, rec.total_files));
       RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
     }
     RETURN_IF_ERROR(txn.Commit());
@@ -511,13 +353,9 @@ Status Store::DeleteSnapshot(int64_t id) {
   auto w = catalog_->write();
   Txn txn(w.db());
   RETURN_IF_ERROR(txn.Begin());
-  ASSIGN_OR_RETURN(auto q, w->Prepare("DELETE FROM snapshots WHERE id=? RETURNING root"));
-  q.bind(1, id);
-  ASSIGN_OR_RETURN(bool row, q.step());
-  if (!row) return Status::NotFound("no snapshot with id " + std::to_string(id));
-  Hash root = q.hash(0);
-  RETURN_IF_ERROR(q.run());
-  RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, -1));
+  ASSIGN_OR_RETURN(auto root, catalog::DeleteSnapshot(w.db(), id));
+  if (!root) return Status::NotFound("no snapshot with id " + std::to_string(id));
+  RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, *root, -1));
   return txn.Commit();
 }
 
@@ -527,15 +365,7 @@ std::string Store::EphemeralVolumeName(int64_t writer_id) {
 
 Result<std::optional<SnapshotInfo>> Store::NewestSnapshotWithPrefix(const std::string& prefix) {
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(
-      auto q,
-      r->Prepare(
-          "SELECT id, key, root, created, last_used, logical_bytes, files, damaged FROM snapshots "
-          "WHERE substr(key, 1, length(?1)) = ?1 ORDER BY created DESC, id DESC LIMIT 1"));
-  q.bind(1, prefix);
-  ASSIGN_OR_RETURN(bool row, q.step());
-  if (!row) return std::optional<SnapshotInfo>();
-  return std::optional<SnapshotInfo>(SnapshotFromRow(q));
+  return catalog::NewestSnapshotWithPrefix(r.db(), prefix);
 }
 
 Result<uint64_t> Store::ExclusiveStoredBytes(const Hash& root) {
@@ -545,23 +375,17 @@ Result<uint64_t> Store::ExclusiveStoredBytes(const Hash& root) {
 
 Result<uint64_t> ReleaseEstimator::Drop(const Hash& root) {
   ASSIGN_OR_RETURN(auto r, store_.catalog().read());
-  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT o.refs, o.size, coalesce(b.stored_len, 0), "
-                                      "coalesce(b.raw_len, 0), EXISTS (SELECT 1 FROM pins p "
-                                      "WHERE p.object_id = o.id) FROM objects o LEFT JOIN "
-                                      "blocks b ON b.id = o.block_id WHERE o.hash=? AND o.kind=?"));
   uint64_t freed = 0;
   std::vector<ChildRef> stack{{ObjectKind::kRoot, root}};
   while (!stack.empty()) {
     ChildRef c = stack.back();
     stack.pop_back();
-    q.bind(1, c.hash).bind(2, static_cast<int>(c.kind));
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (!row) continue;
-    int64_t refs = q.i64(0);
-    double size = static_cast<double>(q.i64(1)), stored = static_cast<double>(q.i64(2)),
-           raw = static_cast<double>(q.i64(3));
-    bool pinned = q.i64(4) != 0;
-    RETURN_IF_ERROR(q.run());
+    ASSIGN_OR_RETURN(auto use, catalog::FindObjectUsage(r.db(), ObjectKey{c.hash, c.kind}));
+    if (!use) continue;
+    int64_t refs = use->refs;
+    double size = static_cast<double>(use->size), stored = static_cast<double>(use->stored_len),
+           raw = static_cast<double>(use->raw_len);
+    bool pinned = use->pinned;
     int64_t& dropped = dropped_[ObjectKey{c.hash, c.kind}];
     if (refs - ++dropped != 0) continue;
     if (!pinned) freed += static_cast<uint64_t>(raw > 0 ? stored * size / raw : 0);
@@ -577,8 +401,7 @@ Result<uint64_t> ReleaseEstimator::Drop(const Hash& root) {
 
 Status Store::TouchSnapshot(int64_t id) {
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(auto q, w->Prepare("UPDATE snapshots SET last_used=? WHERE id=?"));
-  return q.bind(1, NowSeconds()).bind(2, id).run();
+  return catalog::TouchSnapshot(w.db(), id, NowSeconds());
 }
 
 Result<Hash> Store::PutEmptyRoot(uint32_t uid, uint32_t gid, uint32_t mode) {
@@ -602,21 +425,16 @@ Result<RootRecord> Store::ReadRoot(const Hash& root) {
 }
 
 Status Store::AddRef(Db* w, ObjectKind kind, const Hash& hash, int delta) {
-  ASSIGN_OR_RETURN(
-      auto q,
-      w->Prepare("UPDATE objects SET refs = refs + ? WHERE hash=? AND kind=? RETURNING refs"));
   std::vector<ChildRef> stack{{kind, hash}};
   while (!stack.empty()) {
     ChildRef c = stack.back();
     stack.pop_back();
-    q.bind(1, delta).bind(2, c.hash).bind(3, static_cast<int>(c.kind));
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (!row) {
+    ASSIGN_OR_RETURN(auto now_refs, catalog::AddObjectRefs(w, ObjectKey{c.hash, c.kind}, delta));
+    if (!now_refs) {
       return Status::Corruption(std::string(KindName(c.kind)) + " " + c.hash.hex() +
                                 " is referenced but missing from the store; run `stashfs fsck`");
     }
-    int64_t refs = q.i64(0);
-    RETURN_IF_ERROR(q.run());
+    int64_t refs = *now_refs;
     if (refs < 0) {
       return Status::Corruption(std::string(KindName(c.kind)) + " " + c.hash.hex() +
                                 " has a negative reference count; run `stashfs fsck --repair`");
@@ -654,21 +472,15 @@ Result<StoreStats> Store::Stats() {
     s.logical_files += sn.files;
   }
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  auto scalar = [&](const char* sql, uint64_t* out) -> Status {
-    ASSIGN_OR_RETURN(auto q, r->Prepare(sql));
-    ASSIGN_OR_RETURN(bool row, q.step());
-    *out = row ? static_cast<uint64_t>(q.i64(0)) : 0;
-    return Status::Ok();
-  };
-  RETURN_IF_ERROR(scalar("SELECT count(*) FROM objects", &s.objects));
-  RETURN_IF_ERROR(scalar("SELECT coalesce(sum(size), 0) FROM objects", &s.object_bytes));
-  RETURN_IF_ERROR(scalar("SELECT count(*) FROM objects WHERE kind=1", &s.chunks));
-  RETURN_IF_ERROR(
-      scalar("SELECT coalesce(sum(size), 0) FROM objects WHERE kind=1", &s.unique_bytes));
-  RETURN_IF_ERROR(scalar("SELECT count(*) FROM objects WHERE refs=0", &s.unreferenced_objects));
-  RETURN_IF_ERROR(scalar("SELECT count(*) FROM blocks", &s.blocks));
-  RETURN_IF_ERROR(scalar("SELECT count(*) FROM packs", &s.packs));
-  RETURN_IF_ERROR(scalar("SELECT coalesce(sum(size), 0) FROM packs", &s.stored_bytes));
+  ASSIGN_OR_RETURN(auto t, catalog::CountRows(r.db()));
+  s.objects = t.objects;
+  s.object_bytes = t.object_bytes;
+  s.chunks = t.chunks;
+  s.unique_bytes = t.chunk_bytes;
+  s.unreferenced_objects = t.unreferenced_objects;
+  s.blocks = t.blocks;
+  s.packs = t.packs;
+  s.stored_bytes = t.pack_bytes;
   for (const char* suffix : {"", "-wal"}) {
     auto size = env_->FileSize(catalog_->path() + suffix);
     if (size.ok()) s.catalog_bytes += *size;
@@ -678,22 +490,12 @@ Result<StoreStats> Store::Stats() {
 
 Status Store::AddCounter(const std::string& name, int64_t delta) {
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(auto q,
-                   w->Prepare("INSERT INTO counters(name, value) VALUES(?, ?) "
-                              "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"));
-  return q.bind(1, name).bind(2, delta).run();
+  return catalog::AddCounter(w.db(), name, delta);
 }
 
 Result<std::vector<std::pair<std::string, int64_t>>> Store::Counters() {
   ASSIGN_OR_RETURN(auto r, catalog_->read());
-  ASSIGN_OR_RETURN(auto q, r->Prepare("SELECT name, value FROM counters ORDER BY name"));
-  std::vector<std::pair<std::string, int64_t>> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, q.step());
-    if (!row) break;
-    out.emplace_back(q.text(0), q.i64(1));
-  }
-  return out;
+  return catalog::ListCounters(r.db());
 }
 
 }  // namespace stashfs

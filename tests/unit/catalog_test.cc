@@ -7,6 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "store/catalog_maintenance.h"
+#include "store/catalog_objects.h"
+#include "store/catalog_roots.h"
 #include "store/store.h"
 #include "test_util.h"
 
@@ -251,6 +254,158 @@ TEST(StoreOpenTest, RefusesFilesMissingStoresAndNewerFormats) {
   EXPECT_CODE(newer, Code::kUnsupported);
   EXPECT_NE(newer.status().message().find("upgrade stashfs"), std::string::npos)
       << newer.status().message();
+}
+
+// ---- the typed statements (catalog_*.h), each against a real catalog file ----------------
+
+// `expr`, a Result, is ok and holds `want`.
+#define EXPECT_OK_EQ(expr, want) \
+  do {                           \
+    auto result_ = (expr);       \
+    ASSERT_OK(result_.status()); \
+    EXPECT_EQ(*result_, want);   \
+  } while (0)
+
+Hash HashOf(const std::string& s) {
+  return Hash::Of(std::string_view(s));
+}
+
+ObjectKey ChunkKey(const std::string& s) {
+  return ObjectKey{HashOf(s), ObjectKind::kChunk};
+}
+
+// A pack with one block holding `key` at offset 10; returns the block's id.
+int64_t CatalogueOne(Db* w, const ObjectKey& key, uint64_t block_offset = 16) {
+  auto pack = catalog::InsertOpenPack(w, /*writer=*/7, /*now=*/100);
+  EXPECT_OK(pack.status());
+  BlockLocation loc{*pack, block_offset, 40, 300, 500, Codec::kZstd};
+  auto block = catalog::InsertBlock(w, loc);
+  EXPECT_OK(block.status());
+  EXPECT_OK(catalog::InsertObject(w, BlockEntry{key.kind, 10, 20, key.hash}, *block, 100));
+  return *block;
+}
+
+TEST(CatalogQueriesTest, ObjectLocationJoinsItsBlock) {
+  TempDir tmp;
+  ASSERT_OK_AND_ASSIGN(auto c, Catalog::Open(tmp.Sub("catalog.db"), true));
+  ObjectKey key = ChunkKey("a");
+  int64_t block = CatalogueOne(c->write().db(), key);
+  ASSERT_OK_AND_ASSIGN(auto r, c->read());
+  ASSERT_OK_AND_ASSIGN(auto where, catalog::FindObjectLocation(r.db(), key));
+  ASSERT_TRUE(where.has_value());
+  EXPECT_EQ(where->block_id, block);
+  EXPECT_TRUE(where->has_block);
+  EXPECT_EQ(where->offset, 10u);
+  EXPECT_EQ(where->size, 20u);
+  EXPECT_EQ(where->loc.offset, 16u);
+  EXPECT_EQ(where->loc.header_len, 40u);
+  EXPECT_EQ(where->loc.stored_len, 300u);
+  EXPECT_EQ(where->loc.raw_len, 500u);
+  EXPECT_EQ(where->loc.codec, Codec::kZstd);
+  EXPECT_OK_EQ(catalog::HasStoredObject(r.db(), key), true);
+  ASSERT_OK_AND_ASSIGN(auto none, catalog::FindObjectLocation(r.db(), ChunkKey("b")));
+  EXPECT_FALSE(none.has_value());
+  EXPECT_OK_EQ(catalog::HasStoredObject(r.db(), ChunkKey("b")), false);
+}
+
+TEST(CatalogQueriesTest, InsertObjectHealsOnlyLostRows) {
+  TempDir tmp;
+  ASSERT_OK_AND_ASSIGN(auto c, Catalog::Open(tmp.Sub("catalog.db"), true));
+  auto w = c->write();
+  ObjectKey key = ChunkKey("a");
+  int64_t first = CatalogueOne(w.db(), key);
+  int64_t second = CatalogueOne(w.db(), key, 4096);  // a second copy: the first row stays
+  ASSERT_OK_AND_ASSIGN(auto where, catalog::FindObjectLocation(w.db(), key));
+  EXPECT_EQ(where->block_id, first);
+
+  ASSERT_OK_AND_ASSIGN(auto id, catalog::ObjectsOfBlock(w.db(), first));
+  ASSERT_EQ(id.size(), 1u);
+  ASSERT_OK(catalog::MarkObjectLost(w.db(), id[0].id));
+  EXPECT_OK_EQ(catalog::HasStoredObject(w.db(), key), false);
+  ASSERT_OK_AND_ASSIGN(where, catalog::FindObjectLocation(w.db(), key));
+  EXPECT_EQ(where->block_id, 0);
+  EXPECT_FALSE(where->has_block);
+
+  ASSERT_OK(catalog::InsertObject(w.db(), BlockEntry{key.kind, 30, 20, key.hash}, second, 200));
+  ASSERT_OK_AND_ASSIGN(where, catalog::FindObjectLocation(w.db(), key));
+  EXPECT_EQ(where->block_id, second);
+  EXPECT_EQ(where->offset, 30u);
+}
+
+TEST(CatalogQueriesTest, PinsCoverOnlyStoredObjectsAndKeepTheNewestGeneration) {
+  TempDir tmp;
+  ASSERT_OK_AND_ASSIGN(auto c, Catalog::Open(tmp.Sub("catalog.db"), true));
+  auto w = c->write();
+  ObjectKey key = ChunkKey("a");
+  CatalogueOne(w.db(), key);
+  EXPECT_OK_EQ(catalog::PinIfStored(w.db(), 1, 5, ChunkKey("unknown")), false);
+  EXPECT_OK_EQ(catalog::PinIfStored(w.db(), 1, 5, key), true);
+  ASSERT_OK(catalog::PinObject(w.db(), 1, 3, key));  // an older generation does not lower it
+  ASSERT_OK_AND_ASSIGN(auto use, catalog::FindObjectUsage(w.db(), key));
+  EXPECT_TRUE(use->pinned);
+  ASSERT_OK(catalog::ReleasePins(w.db(), 1, 4));
+  ASSERT_OK_AND_ASSIGN(use, catalog::FindObjectUsage(w.db(), key));
+  EXPECT_TRUE(use->pinned);
+  ASSERT_OK(catalog::ReleasePins(w.db(), 1, 5));
+  ASSERT_OK_AND_ASSIGN(use, catalog::FindObjectUsage(w.db(), key));
+  EXPECT_FALSE(use->pinned);
+  EXPECT_EQ(use->stored_len, 300);
+  EXPECT_EQ(use->raw_len, 500);
+}
+
+TEST(CatalogQueriesTest, RefsAndGarbage) {
+  TempDir tmp;
+  ASSERT_OK_AND_ASSIGN(auto c, Catalog::Open(tmp.Sub("catalog.db"), true));
+  auto w = c->write();
+  ObjectKey kept = ChunkKey("kept"), pinned = ChunkKey("pinned"), dead = ChunkKey("dead");
+  for (const auto& k : {kept, pinned, dead})
+    CatalogueOne(w.db(), k);
+  EXPECT_OK_EQ(catalog::AddObjectRefs(w.db(), kept, +2), std::optional<int64_t>(2));
+  EXPECT_OK_EQ(catalog::AddObjectRefs(w.db(), kept, -1), std::optional<int64_t>(1));
+  EXPECT_OK_EQ(catalog::AddObjectRefs(w.db(), ChunkKey("none"), +1), std::optional<int64_t>());
+  ASSERT_OK(catalog::PinObject(w.db(), 1, 9, pinned));
+  ASSERT_OK_AND_ASSIGN(auto g, catalog::CountGarbage(w.db()));
+  EXPECT_EQ(g.objects, 1u);
+  EXPECT_EQ(g.bytes, 20u);
+  ASSERT_OK_AND_ASSIGN(g, catalog::DeleteGarbageBatch(w.db()));
+  EXPECT_EQ(g.objects, 1u);
+  EXPECT_OK_EQ(catalog::HasStoredObject(w.db(), dead), false);
+  EXPECT_OK_EQ(catalog::HasStoredObject(w.db(), kept), true);
+  EXPECT_OK_EQ(catalog::HasStoredObject(w.db(), pinned), true);
+}
+
+TEST(CatalogQueriesTest, VolumesAndSnapshotsHoldTheirRoots) {
+  TempDir tmp;
+  ASSERT_OK_AND_ASSIGN(auto c, Catalog::Open(tmp.Sub("catalog.db"), true));
+  auto w = c->write();
+  Hash r1 = HashOf("root1"), r2 = HashOf("root2");
+  EXPECT_OK_EQ(catalog::InsertVolume(w.db(), "v", r1, false, "", 10), true);
+  EXPECT_OK_EQ(catalog::InsertVolume(w.db(), "v", r2, false, "", 11), false);
+  ASSERT_OK_AND_ASSIGN(auto v, catalog::FindVolumeByName(w.db(), "v"));
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(v->root, r1);
+  EXPECT_EQ(v->source, "");                                                 // NULL reads back empty
+  EXPECT_OK_EQ(catalog::MoveVolumeRoot(w.db(), v->id, r2, r1, 12), false);  // not at r2
+  EXPECT_OK_EQ(catalog::MoveVolumeRoot(w.db(), v->id, r1, r2, 12), true);
+  EXPECT_OK_EQ(catalog::DeleteVolume(w.db(), v->id), std::optional<Hash>(r2));
+  EXPECT_OK_EQ(catalog::DeleteVolume(w.db(), v->id), std::optional<Hash>());
+
+  ASSERT_OK(catalog::InsertSnapshot(w.db(), "ci/a-1", r1, 100, 5, 1));
+  ASSERT_OK(catalog::InsertSnapshot(w.db(), "ci/a-2", r2, 200, 6, 2));
+  ASSERT_OK(catalog::InsertSnapshot(w.db(), "ci/b-1", r2, 300, 7, 3));
+  ASSERT_OK_AND_ASSIGN(auto newest, catalog::NewestSnapshotWithPrefix(w.db(), "ci/a-"));
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_EQ(newest->key, "ci/a-2");
+  ASSERT_OK_AND_ASSIGN(auto found, catalog::FindSnapshotRoot(w.db(), "ci/a-1"));
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->root, r1);
+  ASSERT_OK(catalog::MarkSnapshotDamaged(w.db(), "ci/a-1"));
+  ASSERT_OK(catalog::ReplaceSnapshot(w.db(), found->id, r2, 400, 8, 4));  // clears the mark
+  ASSERT_OK_AND_ASSIGN(auto s, catalog::FindSnapshotByKey(w.db(), "ci/a-1"));
+  EXPECT_EQ(s->root, r2);
+  EXPECT_EQ(s->created, 400);
+  EXPECT_FALSE(s->damaged);
+  EXPECT_OK_EQ(catalog::DeleteSnapshot(w.db(), found->id), std::optional<Hash>(r2));
 }
 
 }  // namespace
