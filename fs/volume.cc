@@ -908,8 +908,7 @@ LinkRecord Volume::LinkRecordFor(Inode* inode) {
   return r;
 }
 
-Result<Hash> Volume::EncodeDir(Inode* inode, std::vector<Encoded>* out,
-                               std::vector<uint64_t>* encoded) {
+Result<Hash> Volume::EncodeDir(Inode* inode, TreeCommit* out, std::vector<uint64_t>* encoded) {
   Directory* d = inode->dir.get();
   if (!d->dirty) return d->tree;
   Tree t;
@@ -934,7 +933,7 @@ Result<Hash> Volume::EncodeDir(Inode* inode, std::vector<Encoded>* out,
   }
   std::vector<uint8_t> enc = EncodeTree(t);
   Hash h = Hash::Of(enc);
-  out->push_back({ObjectKind::kTree, h, std::move(enc)});
+  out->Add({ObjectKind::kTree, h, std::move(enc)});
   d->tree = h;
   d->bytes = bytes;
   d->files = files;
@@ -964,10 +963,9 @@ Status Volume::Sync() {
 }
 
 Status Volume::CommitLocked(bool durable) {
-  std::vector<Encoded> out;
   std::vector<uint64_t> encoded_dirs;  // inode numbers are never reused within a mount
   std::vector<uint32_t> encoded_buckets;
-  uint64_t upto;
+  std::optional<TreeCommit> commit;
   Hash new_root;
   {
     std::unique_lock lock(ns_mu_);
@@ -979,13 +977,12 @@ Status Volume::CommitLocked(bool durable) {
       lock.unlock();
       // Nothing new, but earlier commits may not be durable yet.
       if (!durable) return Status::Ok();
-      upto = objects_->CutGeneration();
-      return store_->CommitVolume(info_.id, committed_root_, committed_root_, upto, true);
+      return TreeCommit(store_, info_.id).Commit(committed_root_, committed_root_, true);
     }
     dirty_since_commit_ = false;
     // Pins up to this cut are covered by the tree encoded below, once it is committed.
-    upto = objects_->CutGeneration();
-    auto tree = EncodeDir(root, &out, &encoded_dirs);
+    commit.emplace(store_, info_.id);
+    auto tree = EncodeDir(root, &*commit, &encoded_dirs);
     Status st = tree.status();
     RootRecord rec;
     if (st.ok()) {
@@ -1018,7 +1015,7 @@ Status Volume::CommitLocked(bool durable) {
             records.push_back(r);
           std::vector<uint8_t> enc = EncodeLinks(records);
           bucket.hash = Hash::Of(enc);
-          out.push_back({ObjectKind::kLinks, bucket.hash, std::move(enc)});
+          commit->Add({ObjectKind::kLinks, bucket.hash, std::move(enc)});
         }
         bucket.dirty = false;
         encoded_buckets.push_back(b);
@@ -1028,45 +1025,41 @@ Status Volume::CommitLocked(bool durable) {
     if (st.ok()) {
       std::vector<uint8_t> enc = EncodeRoot(rec);
       new_root = Hash::Of(enc);
-      out.push_back({ObjectKind::kRoot, new_root, std::move(enc)});
+      commit->Add({ObjectKind::kRoot, new_root, std::move(enc)});
       root_attrs_dirty_ = false;
     }
     if (!st.ok()) {
-      for (uint64_t ino : encoded_dirs)
-        if (Inode* d = Find(ino)) MarkDirDirty(d);
-      for (uint32_t b : encoded_buckets)
-        buckets_[b].dirty = true;
+      RestoreDirtyLocked(encoded_dirs, encoded_buckets);
       return st;
     }
   }
-  Status st;
-  for (const auto& e : out) {
-    st = objects_->PutHashed(e.kind, e.hash, e.bytes);
-    if (!st.ok()) break;
-  }
-  if (st.ok()) st = objects_->Flush();
   // While the old root still references them: pin what open, unnamed files read.
-  if (st.ok()) st = PinOrphans();
-  if (st.ok()) st = store_->CommitVolume(info_.id, committed_root_, new_root, upto, durable);
+  Status st = commit->Commit(committed_root_, new_root, durable, [this] { return PinOrphans(); });
   if (!st.ok()) {
-    // Nothing was committed: make sure the next attempt encodes everything again. Directories
-    // encoded here that were deleted since are no longer in the table.
     std::unique_lock lock(ns_mu_);
-    for (uint64_t ino : encoded_dirs) {
-      if (Inode* d = Find(ino)) {
-        d->dir->dirty = false;  // let MarkDirDirty walk up from here
-        MarkDirDirty(d);
-      }
-    }
-    for (uint32_t b : encoded_buckets)
-      buckets_[b].dirty = true;
-    root_attrs_dirty_ = true;
-    dirty_since_commit_ = true;
+    RestoreDirtyLocked(encoded_dirs, encoded_buckets);
     return st.context("committing volume '" + info_.name + "'");
   }
   committed_root_ = new_root;
   counters_.commits++;
   return Status::Ok();
+}
+
+void Volume::RestoreDirtyLocked(const std::vector<uint64_t>& encoded_dirs,
+                                const std::vector<uint32_t>& encoded_buckets) {
+  // Nothing was committed: make sure the next attempt encodes everything again (a failed
+  // TreeCommit stores nothing for sure). Directories encoded here that were deleted since are
+  // no longer in the table.
+  for (uint64_t ino : encoded_dirs) {
+    if (Inode* d = Find(ino)) {
+      d->dir->dirty = false;  // let MarkDirDirty walk up from here
+      MarkDirDirty(d);
+    }
+  }
+  for (uint32_t b : encoded_buckets)
+    buckets_[b].dirty = true;
+  root_attrs_dirty_ = true;
+  dirty_since_commit_ = true;
 }
 
 Status Volume::PinOrphans() {
