@@ -42,6 +42,9 @@ namespace stashfs::fs {
 
 constexpr uint64_t kRootIno = 1;
 
+// The wall-clock time, as attributes store it.
+Timespec Now();
+
 // Who is asking: from the FUSE request context.
 struct Caller {
   uint32_t uid = 0;
