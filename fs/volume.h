@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "fs/file_data.h"
+#include "store/commit.h"
 #include "store/objects.h"
 #include "store/status.h"
 #include "store/store.h"
@@ -40,6 +41,9 @@
 namespace stashfs::fs {
 
 constexpr uint64_t kRootIno = 1;
+
+// The wall-clock time, as attributes store it.
+Timespec Now();
 
 // Who is asking: from the FUSE request context.
 struct Caller {
@@ -231,14 +235,14 @@ class Volume {
                              const Caller& who);
   Status CheckWritable() const;
 
-  // Commit machinery.
-  struct Encoded {
-    ObjectKind kind;
-    Hash hash;
-    std::vector<uint8_t> bytes;
-  };
+  // Commit machinery: encodes the dirty tree and hands it to a TreeCommit (store/commit.h).
   Status CommitLocked(bool durable);
-  Result<Hash> EncodeDir(Inode* dir, std::vector<Encoded>* out, std::vector<uint64_t>* encoded);
+  // Encodes a dirty directory bottom-up, adding its new TREE objects to `out` and their inodes
+  // to `encoded`.
+  Result<Hash> EncodeDir(Inode* dir, TreeCommit* out, std::vector<uint64_t>* encoded);
+  // ns_mu_ held. After a failed commit: marks everything it encoded dirty again.
+  void RestoreDirtyLocked(const std::vector<uint64_t>& encoded_dirs,
+                          const std::vector<uint32_t>& encoded_buckets);
   TreeEntry EntryFor(const std::string& name, Inode* child);
   LinkRecord LinkRecordFor(Inode* inode);
   void FillBody(Inode* inode, Attrs* attrs, FileContent* content, std::string* target);
@@ -295,7 +299,8 @@ class Volume {
   Status background_error_;
   // Open files whose last name is gone keep their stored chunks pinned until the kernel
   // forgets them: once a commit drops the name nothing references those chunks, and gc must
-  // not take them from a reader. ns_mu_ guards the sets; pins change in CommitLocked.
+  // not take them from a reader. ns_mu_ guards the sets; pins change in CommitLocked,
+  // through the TreeCommit's hook.
   std::unordered_set<uint64_t> orphans_;  // to pin at the next commit
   std::unordered_map<uint64_t, std::vector<ObjectKey>> orphan_pins_;
   std::vector<ObjectKey> to_unpin_;

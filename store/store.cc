@@ -125,7 +125,8 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& opts) {
     }
     if (!opts.create) return Status::NotFound("no store at " + dir);
   }
-  // Stores hold other people's caches: private to their owner (PRODUCT.md).
+  // Stores hold other people's caches (tokens in pip's cache, private packages): private to
+  // their owner, as README's Guarantees say.
   if (::chmod(dir.c_str(), 0700) != 0 && errno != EPERM)
     return Status::IOError("chmod 0700 " + dir, errno);
   ASSIGN_OR_RETURN(s->catalog_, Catalog::Open(catalog, opts.create));
