@@ -57,12 +57,8 @@ struct DataContext {
   ChunkerParams chunker;
   std::atomic<int64_t> mem_used{0};
   std::atomic<uint64_t> next_scratch_id{1};
-  std::atomic<uint64_t> bytes_read_store{0};  // bytes served from stored chunks
-  std::atomic<uint64_t> bytes_written{0};
-  std::atomic<uint64_t> copy_ups{0};         // stored files copied out to be modified
-  std::atomic<uint64_t> bytes_streamed{0};   // stored while their file was still being written
-  std::atomic<uint64_t> bytes_unpunched{0};  // punched scratch bytes copied back from the store
-  std::atomic<bool> no_punch{false};         // the scratch filesystem cannot punch holes
+  StatisticCounters* stats = nullptr;  // counts bytes written, read, streamed (required)
+  std::atomic<bool> no_punch{false};   // the scratch filesystem cannot punch holes
   // Tests only: runs inside a stream step after it read and stored its window, before it checks
   // whether the file changed under it (a write then lands exactly in that race).
   std::function<void()> after_stream_read;

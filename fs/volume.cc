@@ -48,9 +48,14 @@ Status ValidateName(std::string_view name) {
 }  // namespace
 
 Volume::Volume(Store* store, const VolumeInfo& info, VolumeOptions opts)
-    : store_(store), objects_(&store->objects()), info_(info), opts_(opts) {
+    : store_(store),
+      objects_(&store->objects()),
+      info_(info),
+      opts_(opts),
+      stats_(store->statistics()) {
   data_.objects = objects_;
   data_.env = store->env();
+  data_.stats = &store->statistics();
   data_.scratch_dir =
       store->scratch_dir() + "/" +
       (store->writer_id() ? std::to_string(store->writer_id()) : "ro-" + std::to_string(getpid()));
@@ -205,7 +210,7 @@ Status Volume::EnsureLoaded(Inode* dir) {
   }
   d->subdirs = subdirs;
   d->loaded = true;
-  counters_.dirs_loaded++;
+  stats_.Add(Statistic::kDirectoriesLoaded);
   return Status::Ok();
 }
 
@@ -318,11 +323,11 @@ struct stat Volume::StatOf(Inode* inode) {
 Result<struct stat> Volume::Lookup(uint64_t parent, std::string_view name) {
   if (name.size() > kNameMax) return Status::Errno(ENAMETOOLONG);
   std::unique_lock lock(ns_mu_);
-  counters_.lookups++;
+  stats_.Add(Statistic::kLookups);
   ASSIGN_OR_RETURN(Inode * dir, FindDir(parent));
   auto it = dir->dir->children.find(name);
   if (it == dir->dir->children.end()) {
-    counters_.negative_lookups++;
+    stats_.Add(Statistic::kNegativeLookups);
     return Status::Errno(ENOENT);
   }
   Inode* child = Find(it->second.ino);
@@ -413,7 +418,7 @@ Result<Volume::Inode*> Volume::CreateEntry(uint64_t parent, std::string_view nam
   AddChild(dir, name, inode);
   if (type == EntryType::kDir) MarkDirDirty(inode);
   TouchDir(dir);
-  counters_.files_created++;
+  stats_.Add(Statistic::kFilesCreated);
   return inode;
 }
 
@@ -595,7 +600,7 @@ Result<size_t> Volume::Read(uint64_t ino, uint64_t off, size_t n, char* out) {
     f = inode->file;
     if (!inode->read_from_base) {
       inode->read_from_base = true;
-      counters_.files_read_from_base++;
+      stats_.Add(Statistic::kFilesReadFromStore);
     }
   }
   auto r = f->Read(off, n, out);

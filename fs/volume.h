@@ -89,16 +89,6 @@ struct DirEntryOut {
   struct stat attr;  // for readdirplus; st_mode type bits always set
 };
 
-struct VolumeCounters {
-  std::atomic<uint64_t> lookups{0};
-  std::atomic<uint64_t> negative_lookups{0};  // names asked for that were not there
-  std::atomic<uint64_t> dirs_loaded{0};
-  std::atomic<uint64_t> files_created{0};
-  std::atomic<uint64_t> commits{0};
-  std::atomic<uint64_t> flushes{0};
-  std::atomic<uint64_t> files_read_from_base{0};  // distinct stored files read this mount
-};
-
 class Volume {
  public:
   // Opens `info` (whose lock the caller holds) for serving. `store` must be a registered writer
@@ -164,7 +154,8 @@ class Volume {
   // The ROOT object of the last commit.
   Hash committed_root();
   const VolumeInfo& info() const { return info_; }
-  VolumeCounters& counters() { return counters_; }
+  // What this mount counted: the store's statistics (one store, one mount per daemon).
+  StatisticCounters& counters() { return stats_; }
   DataContext& data() { return data_; }
   // The first error a background commit or flush hit, if any (reported at unmount).
   Status background_error();
@@ -264,7 +255,7 @@ class Volume {
   VolumeInfo info_;
   VolumeOptions opts_;
   DataContext data_;
-  VolumeCounters counters_;
+  StatisticCounters& stats_;
 
   std::mutex ns_mu_;
   std::unordered_map<uint64_t, std::unique_ptr<Inode>> inodes_;

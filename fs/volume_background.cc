@@ -163,7 +163,7 @@ Status Volume::FlushFile(uint64_t ino) {
   std::optional<ObjectStore::Lease> stream_lease;
   ASSIGN_OR_RETURN(bool changed, f->Flush(&stream_lease));
   if (changed) {
-    counters_.flushes++;
+    stats_.Add(Statistic::kFileFlushes);
     std::unique_lock lock(ns_mu_);
     Inode* inode = Find(ino);
     if (inode && inode->file == f) MarkChanged(inode);
@@ -240,8 +240,8 @@ void Volume::CommitterLoop() {
     // Prune evicts least recently used volumes first: keep ours fresh while it is in use, at most
     // one catalog write a minute.
     auto now = std::chrono::steady_clock::now();
-    uint64_t activity =
-        counters_.lookups.load() + data_.bytes_written.load() + data_.bytes_read_store.load();
+    uint64_t activity = stats_.Get(Statistic::kLookups) + stats_.Get(Statistic::kBytesWritten) +
+                        stats_.Get(Statistic::kBytesReadFromStore);
     if (activity != last_activity_ && now - last_touch_ > std::chrono::minutes(1)) {
       last_activity_ = activity;
       last_touch_ = now;

@@ -166,7 +166,7 @@ Status Volume::CommitLocked(bool durable) {
     return st.context("committing volume '" + info_.name + "'");
   }
   committed_root_ = new_root;
-  counters_.commits++;
+  stats_.Add(Statistic::kCommits);
   return Status::Ok();
 }
 

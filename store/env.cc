@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 
 namespace stashfs {
 
@@ -183,6 +184,12 @@ class PosixEnv final : public Env {
 };
 
 }  // namespace
+
+int64_t Env::NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 Env* Env::Default() {
   static PosixEnv env;

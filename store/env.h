@@ -86,6 +86,9 @@ class Env {
   virtual Result<uint64_t> FileSize(const std::string& path) = 0;
   // NotFound if nothing has that name.
   virtual Result<FileStat> Stat(const std::string& path) = 0;
+  // Wall-clock seconds since the epoch: creation and last-use times, prune's ages, gc's grace
+  // periods. Tests move it to age a store without waiting.
+  virtual int64_t NowSeconds();
 };
 
 // Writes `data` to `path` atomically and durably: temp file, fsync, rename, fsync of the dir.

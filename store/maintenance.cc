@@ -109,7 +109,8 @@ class PackAppender {
     }
     {
       auto w = store_.catalog().write();
-      ASSIGN_OR_RETURN(id_, catalog::InsertOpenPack(w.db(), store_.writer_id(), NowSeconds()));
+      ASSIGN_OR_RETURN(
+          id_, catalog::InsertOpenPack(w.db(), store_.writer_id(), store_.env()->NowSeconds()));
     }
     std::string path = PackPath(store_.objects().packs_dir(), id_);
     std::string dir = path.substr(0, path.find_last_of('/'));
@@ -330,7 +331,7 @@ Result<PruneReport> Prune(Store& store, const PruneOptions& o) {
   RETURN_IF_ERROR(store.ReapDeadWriters());
   ASSIGN_OR_RETURN(rep.disk_bytes_before, DiskUsage(store));
   uint64_t size = rep.disk_bytes_before;
-  int64_t now = NowSeconds();
+  int64_t now = store.env()->NowSeconds();
   for (int round = 0; round < 8; ++round) {
     // What live mounts use: their volumes, and the snapshots they were restored from.
     std::set<std::string> restored;
@@ -634,7 +635,7 @@ Result<FsckReport> Fsck(Store& store, const FsckOptions& o) {
     auto w = cat.write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    int64_t now = NowSeconds();
+    int64_t now = store.env()->NowSeconds();
     for (int64_t id : verified_ok)
       RETURN_IF_ERROR(catalog::SetBlockVerified(w.db(), id, now));
     if (o.repair && rep.problems.size() > 0) {

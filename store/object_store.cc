@@ -16,12 +16,6 @@
 
 namespace stashfs {
 
-int64_t NowSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 ObjectStore::ObjectStore(Env* env, Catalog* catalog, std::string packs_dir, ObjectStoreOptions opts,
                          StatisticCounters* stats)
     : env_(env),
@@ -207,7 +201,7 @@ Status ObjectStore::EnsurePack() {
   int64_t id;
   {
     auto w = catalog_->write();
-    ASSIGN_OR_RETURN(id, catalog::InsertOpenPack(w.db(), mount_id_, NowSeconds()));
+    ASSIGN_OR_RETURN(id, catalog::InsertOpenPack(w.db(), mount_id_, env_->NowSeconds()));
   }
   std::string path = PackPath(packs_dir_, id);
   std::string dir = path.substr(0, path.find_last_of('/'));
@@ -391,7 +385,7 @@ Status ObjectStore::Flush() {
       auto w = catalog_->write();
       Txn txn(w.db());
       RETURN_IF_ERROR(txn.Begin());
-      int64_t now = NowSeconds();
+      int64_t now = env_->NowSeconds();
       for (size_t bi = 0; bi < blocks.size(); ++bi) {
         const auto& b = blocks[bi];
         ASSIGN_OR_RETURN(int64_t block_id, catalog::InsertBlock(w.db(), b.loc));

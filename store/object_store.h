@@ -303,6 +303,4 @@ class ObjectStore {
   ThreadPool pool_{2};
 };
 
-int64_t NowSeconds();
-
 }  // namespace stashfs

@@ -150,8 +150,9 @@ Result<int64_t> Store::RegisterWriter(const std::string& mountpoint) {
   std::string lock = "writer-" + std::to_string(getpid()) + "-" + RandomHex(12) + ".lock";
   ASSIGN_OR_RETURN(writer_lock_, FileLock::TryExclusive(run_dir() + "/" + lock));
   auto w = catalog_->write();
-  ASSIGN_OR_RETURN(writer_id_, catalog::InsertMount(w.db(), static_cast<int64_t>(getpid()),
-                                                    Hostname(), mountpoint, NowSeconds(), lock));
+  ASSIGN_OR_RETURN(writer_id_,
+                   catalog::InsertMount(w.db(), static_cast<int64_t>(getpid()), Hostname(),
+                                        mountpoint, env_->NowSeconds(), lock));
   objects_->EnableWriting(writer_id_);
   return writer_id_;
 }
@@ -257,8 +258,8 @@ Result<VolumeInfo> Store::CreateVolume(const std::string& name, const Hash& root
     auto w = catalog_->write();
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
-    ASSIGN_OR_RETURN(bool created,
-                     catalog::InsertVolume(w.db(), name, root, ephemeral, source, NowSeconds()));
+    ASSIGN_OR_RETURN(bool created, catalog::InsertVolume(w.db(), name, root, ephemeral, source,
+                                                         env_->NowSeconds()));
     if (!created) return Status::AlreadyExists("volume '" + name + "' already exists");
     RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
     RETURN_IF_ERROR(txn.Commit());
@@ -291,13 +292,13 @@ Status Store::CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& 
   if (durable) {
     // Always write something, so the commit (and its WAL sync) happens even when the tree
     // did not change since a commit that was not durable.
-    RETURN_IF_ERROR(catalog::TouchVolume(w.db(), volume_id, NowSeconds()));
+    RETURN_IF_ERROR(catalog::TouchVolume(w.db(), volume_id, env_->NowSeconds()));
   }
   if (new_root != old_root) {
     // Reference the new tree before dropping the old, so shared subtrees never reach zero.
     RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, new_root, +1));
-    ASSIGN_OR_RETURN(bool moved,
-                     catalog::MoveVolumeRoot(w.db(), volume_id, old_root, new_root, NowSeconds()));
+    ASSIGN_OR_RETURN(bool moved, catalog::MoveVolumeRoot(w.db(), volume_id, old_root, new_root,
+                                                         env_->NowSeconds()));
     if (!moved) {
       return Status::Corruption("volume " + std::to_string(volume_id) +
                                 " was changed or removed by another process while mounted");
@@ -310,7 +311,7 @@ Status Store::CommitVolume(int64_t volume_id, const Hash& old_root, const Hash& 
 
 Status Store::TouchVolume(int64_t volume_id) {
   auto w = catalog_->write();
-  return catalog::TouchVolume(w.db(), volume_id, NowSeconds());
+  return catalog::TouchVolume(w.db(), volume_id, env_->NowSeconds());
 }
 
 Result<std::optional<SnapshotInfo>> Store::FindSnapshot(const std::string& key) {
@@ -331,7 +332,7 @@ Result<SnapshotInfo> Store::CreateSnapshot(const std::string& key, const Hash& r
     Txn txn(w.db());
     RETURN_IF_ERROR(txn.Begin());
     ASSIGN_OR_RETURN(auto found, catalog::FindSnapshotRoot(w.db(), key));
-    int64_t now = NowSeconds();
+    int64_t now = env_->NowSeconds();
     if (found) {
       if (!replace) return Status::AlreadyExists("snapshot '" + key + "' already exists");
       RETURN_IF_ERROR(AddRef(w.db(), ObjectKind::kRoot, root, +1));
@@ -402,7 +403,7 @@ Result<uint64_t> ReleaseEstimator::Drop(const Hash& root) {
 
 Status Store::TouchSnapshot(int64_t id) {
   auto w = catalog_->write();
-  return catalog::TouchSnapshot(w.db(), id, NowSeconds());
+  return catalog::TouchSnapshot(w.db(), id, env_->NowSeconds());
 }
 
 Result<Hash> Store::PutEmptyRoot(uint32_t uid, uint32_t gid, uint32_t mode) {

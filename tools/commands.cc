@@ -177,7 +177,11 @@ int CmdStats(const GlobalOptions& g, bool json, Io& io) {
         garbage.ok() ? Json(garbage->disk_bytes_before - garbage->disk_bytes_after) : Json(nullptr);
     auto counters = (*store)->Counters();
     if (counters.ok()) {
+      // Every statistic the store keeps a total of, 0 until a mount counted one; and any name a
+      // newer stashfs wrote, so nothing in the table is hidden.
       Json c = Json::object();
+      for (const auto& info : AllStatistics())
+        if (info.persisted) c[std::string(info.name)] = 0;
       for (const auto& [k, v] : *counters)
         c[k] = v;
       j["counters"] = c;
@@ -207,6 +211,16 @@ int CmdStats(const GlobalOptions& g, bool json, Io& io) {
       }() << "\n"
          << "objects:            " << s.objects << " (" << s.chunks << " chunks, " << s.blocks
          << " blocks, " << s.unreferenced_objects << " unreferenced)\n";
+  // The totals mounts added at unmount, described by the statistics table.
+  auto counters = (*store)->Counters();
+  if (counters.ok() && !counters->empty()) {
+    io.out << "since the store was created:\n";
+    for (const auto& [name, v] : *counters) {
+      auto id = StatisticNamed(name);
+      io.out << "  " << std::left << std::setw(22) << name << " " << std::setw(12) << v << " "
+             << (id ? Describe(*id).description : std::string_view("")) << "\n";
+    }
+  }
   return kExitOk;
 }
 

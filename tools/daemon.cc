@@ -95,35 +95,27 @@ struct Daemon {
   bool closing = false;  // guarded by use_mu
 
   Json StatusJson() {
-    auto& c = volume->counters();
-    auto& d = volume->data();
     auto opt = [](bool has, const std::string& v) { return has ? Json(v) : Json(nullptr); };
-    return {{"ok", true},
-            {"final", true},
-            {"pid", getpid()},
-            {"mountpoint", opts.dir},
-            {"store", store->dir()},
-            {"volume", opt(!key.enabled, volume_info.name)},
-            {"key", opt(key.enabled, key.key)},
-            {"result", opt(key.enabled, key.result)},
-            {"matched_key", opt(!key.matched_key.empty(), key.matched_key)},
-            {"read_only", opts.read_only},
-            {"committed_root", volume->committed_root().hex()},
-            {"bytes_written", d.bytes_written.load()},
-            {"bytes_stored_new", store->statistics().Get(Statistic::kBytesStoredNew)},
-            {"bytes_stored_while_written", d.bytes_streamed.load()},
-            {"scratch_bytes_copied_back", d.bytes_unpunched.load()},
-            {"bytes_read_from_store", d.bytes_read_store.load()},
-            {"files_read_from_store", c.files_read_from_base.load()},
-            {"files_created", c.files_created.load()},
-            {"lookups", c.lookups.load()},
-            {"negative_lookups", c.negative_lookups.load()},
-            {"directories_loaded", c.dirs_loaded.load()},
-            {"commits", c.commits.load()},
-            // Whether the kernel took FUSE_HANDLE_KILLPRIV_V2 (fs/kernel_io.h): without it every
-            // write(2) costs a GETXATTR round trip.
-            {"kernel_killpriv_v2", session->context().io.killpriv_v2.load()},
-            {"requests", Requests()}};
+    Json j = {{"ok", true},
+              {"final", true},
+              {"pid", getpid()},
+              {"mountpoint", opts.dir},
+              {"store", store->dir()},
+              {"volume", opt(!key.enabled, volume_info.name)},
+              {"key", opt(key.enabled, key.key)},
+              {"result", opt(key.enabled, key.result)},
+              {"matched_key", opt(!key.matched_key.empty(), key.matched_key)},
+              {"read_only", opts.read_only},
+              {"committed_root", volume->committed_root().hex()},
+              // Whether the kernel took FUSE_HANDLE_KILLPRIV_V2 (fs/kernel_io.h): without it every
+              // write(2) costs a GETXATTR round trip.
+              {"kernel_killpriv_v2", session->context().io.killpriv_v2.load()},
+              {"requests", Requests()}};
+    // What this mount counted: every per-mount entry of the statistics table, by its name, at
+    // the top level where scripts have read them since before the table existed.
+    for (const auto& s : AllStatistics())
+      if (s.per_mount) j[std::string(s.name)] = store->statistics().Get(s.id);
+    return j;
   }
 
   // FUSE requests served so far, by kind: count and mean latency in microseconds.
@@ -202,19 +194,16 @@ struct Daemon {
            ")";
   }
 
+  // Adds what this mount counted to the store's totals (`stashfs stats`): every persisted entry
+  // of the statistics table. Key hits and misses were added when the key was restored, so that
+  // a mount that crashes still counts.
   void RecordCounters() {
-    auto& c = volume->counters();
-    auto& d = volume->data();
-    for (const auto& [name, v] : std::vector<std::pair<const char*, uint64_t>>{
-             {"mounts", 1},
-             {"lookups", c.lookups.load()},
-             {"negative_lookups", c.negative_lookups.load()},
-             {"files_created", c.files_created.load()},
-             {"bytes_written", d.bytes_written.load()},
-             {"bytes_read_from_store", d.bytes_read_store.load()},
-             {"files_read_from_store", c.files_read_from_base.load()}}) {
-      Status s = store->AddCounter(name, static_cast<int64_t>(v));
-      if (!s.ok()) LogWarning(s.message());
+    store->statistics().Add(Statistic::kMounts);
+    for (const auto& s : AllStatistics()) {
+      uint64_t v = store->statistics().Get(s.id);
+      if (!s.persisted || v == 0) continue;
+      Status st = store->AddCounter(std::string(s.name), static_cast<int64_t>(v));
+      if (!st.ok()) LogWarning(st.message());
     }
   }
 
@@ -336,10 +325,10 @@ Result<VolumeInfo> RestoreKey(Store& store, const MountOptions& opts, KeyState* 
   } else {
     ASSIGN_OR_RETURN(root, store.PutEmptyRoot(getuid(), getgid(), 0755));
   }
-  const char* counter = ks->result == "exact"     ? "key_hits_exact"
-                        : ks->result == "partial" ? "key_hits_restore_key"
-                                                  : "key_misses";
-  RETURN_IF_ERROR(store.AddCounter(counter, 1));
+  Statistic counter = ks->result == "exact"     ? Statistic::kKeyHitsExact
+                      : ks->result == "partial" ? Statistic::kKeyHitsRestoreKey
+                                                : Statistic::kKeyMisses;
+  RETURN_IF_ERROR(store.AddCounter(std::string(Describe(counter).name), 1));
   return store.CreateVolume(Store::EphemeralVolumeName(store.writer_id()), root, true,
                             ks->matched_key);
 }

@@ -41,7 +41,7 @@ int CmdList(const GlobalOptions& g, bool json, Io& io) {
   if (!vols.ok()) return Fail(io, vols.status());
   auto mounts = (*store)->LiveMounts();
   if (!mounts.ok()) return Fail(io, mounts.status());
-  int64_t now = NowSeconds();
+  int64_t now = (*store)->env()->NowSeconds();
   Json out = {{"snapshots", Json::array()}, {"volumes", Json::array()}};
   for (const auto& s : *snaps) {
     auto only = (*store)->ExclusiveStoredBytes(s.root);

@@ -103,7 +103,7 @@ int CmdPrune(const GlobalOptions& g, const std::string& max_size, const std::str
            << "\n";
     return kExitOk;
   }
-  int64_t now = NowSeconds();
+  int64_t now = store->env()->NowSeconds();
   for (const auto& e : r->evicted) {
     io.out << (dry_run ? "would evict " : "evicted ") << e.kind << " '" << e.name << "' (last used "
            << FormatAge(now - e.last_used) << " ago, " << FormatSize(e.exclusive_bytes)

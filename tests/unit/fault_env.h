@@ -31,6 +31,18 @@ class FaultEnv final : public Env {
   void FailSyncs(int err = EIO);
   // Stops injecting failures.
   void ClearFaults();
+  // Makes NowSeconds() answer `seconds` (the real clock again with nullopt).
+  void SetNow(std::optional<int64_t> seconds) {
+    std::lock_guard lock(mu_);
+    now_ = seconds;
+  }
+  int64_t NowSeconds() override {
+    {
+      std::lock_guard lock(mu_);
+      if (now_) return *now_;
+    }
+    return base_->NowSeconds();
+  }
 
   // Simulates a power loss: truncates every file written through this Env to its last synced
   // size. Returns how many bytes were dropped.
@@ -83,6 +95,7 @@ class FaultEnv final : public Env {
   std::mutex mu_;
   std::optional<uint64_t> write_budget_;
   int sync_errno_ = 0;
+  std::optional<int64_t> now_;
   uint64_t bytes_written_ = 0;
   int failed_writes_ = 0;
   int failed_syncs_ = 0;

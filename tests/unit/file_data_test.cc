@@ -24,6 +24,7 @@ class FileDataTest : public StoreTest {
   void SetUp() override {
     StoreTest::SetUp();
     ctx_.objects = &objects();
+    ctx_.stats = &store().statistics();
     ctx_.scratch_dir = tmp_.Sub("scratch");
     ctx_.mem_file_max = 64 * 1024;  // larger files are staged in scratch files, as big ones are
     ctx_.chunker = {4 * 1024, 16 * 1024, 64 * 1024};
@@ -109,6 +110,7 @@ TEST_F(FileDataTest, ASequentialReadOfABigFileLeavesLittleInTheBlockCache) {
   Flush();
   ReopenStore();
   ctx_.objects = &objects();
+  ctx_.stats = &store().statistics();
   FileData g(&ctx_, content);
   std::vector<uint8_t> out(data.size());
   for (size_t off = 0; off < out.size(); off += 128 * 1024) {  // as the kernel asks
@@ -140,10 +142,11 @@ TEST_F(FileDataTest, TheStoredStreamIsPunchedOutOfTheScratchFileAndReadsFromTheS
   EXPECT_EQ(ReadAll(f, 77 * 1000), data);
 
   // A write into the punched range after the flush copies the prefix back first.
-  EXPECT_EQ(ctx_.bytes_unpunched.load(), 0u);
+  EXPECT_EQ(ctx_.stats->Get(Statistic::kScratchBytesCopiedBack), 0u);
   data[12345] ^= 0xff;
   ASSERT_OK(f.Write(12345, reinterpret_cast<const char*>(&data[12345]), 1));
-  EXPECT_GE(ctx_.bytes_unpunched.load(), streamed);  // the flush punched what it stored, too
+  EXPECT_GE(ctx_.stats->Get(Statistic::kScratchBytesCopiedBack),
+            streamed);  // the flush punched what it stored, too
   EXPECT_EQ(ReadAll(f, 1 << 20), data);
   EXPECT_EQ(ReadStored(FlushedContent(f)), data);
 }
@@ -163,7 +166,7 @@ TEST_F(FileDataTest, AFlushPunchesWhatItStoredOutOfTheScratchFile) {
   EXPECT_EQ(ReadAll(f, 123 * 1000), data);
   data[1000] ^= 1;  // into the punched range: copied back first
   ASSERT_OK(f.Write(1000, reinterpret_cast<const char*>(&data[1000]), 1));
-  EXPECT_GT(ctx_.bytes_unpunched.load(), 3u << 20);
+  EXPECT_GT(ctx_.stats->Get(Statistic::kScratchBytesCopiedBack), 3u << 20);
   EXPECT_EQ(ReadStored(FlushedContent(f)), data);
 }
 
@@ -212,7 +215,7 @@ TEST_F(FileDataTest, AFileRewrittenInPlaceKeepsAWholeScratchCopy) {
     EXPECT_EQ(ReadStored(FlushedContent(f)), data) << "round " << round;
     EXPECT_GE(ScratchAllocated(), data.size()) << "round " << round;
   }
-  EXPECT_LE(ctx_.bytes_unpunched.load(), data.size());
+  EXPECT_LE(ctx_.stats->Get(Statistic::kScratchBytesCopiedBack), data.size());
 }
 
 TEST_F(FileDataTest, AnAppendAfterAFlushResumesAfterThePunchedPrefix) {
@@ -232,7 +235,7 @@ TEST_F(FileDataTest, AnAppendAfterAFlushResumesAfterThePunchedPrefix) {
   }
   // Nothing was copied back out of the store, and the result is what one flush of the whole
   // file stores: the same chunks.
-  EXPECT_EQ(ctx_.bytes_unpunched.load(), 0u);
+  EXPECT_EQ(ctx_.stats->Get(Statistic::kScratchBytesCopiedBack), 0u);
   EXPECT_GT(f.streamed_bytes(), first.size());
   EXPECT_EQ(ReadAll(f, 250 * 1000), data);
   ExpectSameAsOneWholeFlush(FlushedContent(f), data);
@@ -366,7 +369,7 @@ TEST_F(FileDataTest, AStepThatLosesItsWindowAfterEarlierStepsLeavesAWholeScratch
   WriteStreaming(f, data, 64 * 1024);
   ctx_.after_stream_read = nullptr;
   ASSERT_TRUE(fired);
-  EXPECT_GT(ctx_.bytes_unpunched.load(), 0u);
+  EXPECT_GT(ctx_.stats->Get(Statistic::kScratchBytesCopiedBack), 0u);
   EXPECT_EQ(ReadAll(f, 300 * 1000), data);
   EXPECT_EQ(ReadStored(FlushedContent(f)), data);
 }
